@@ -1,0 +1,1 @@
+//! `nix-ledger doctor`. STUB.

@@ -1,0 +1,1 @@
+//! Ingest: moving new spool lines into the ledger. STUB.

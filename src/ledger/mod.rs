@@ -1,0 +1,170 @@
+//! The SQLite ledger: opening it, its numbered migrations, and the writes that other
+//! features share (recording a build, merging the hook's record with the wrapper's).
+//!
+//! The ledger is one file in WAL mode with a busy timeout, so a `nix-ledger` reading it
+//! never blocks one that writes. Its schema version is `PRAGMA user_version`: migration
+//! N (`migrations/000N_*.sql`) brings it from N-1 to N, inside one transaction.
+
+pub mod ingest;
+pub mod record;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{Error, Result};
+
+/// The migrations in order; index + 1 is the schema version each one produces.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open ledger.
+pub struct Ledger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Ledger> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| Error::ledger(path, e))?;
+        let mut ledger = Ledger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        ledger.configure()?;
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger that SQLite itself will refuse to write through.
+    pub fn open_read_only(path: &Path) -> Result<Ledger> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| Error::ledger(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| Error::ledger(path, e))?;
+        Ok(Ledger {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn configure(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| Error::ledger(&path, e))?;
+        // WAL lets readers and one writer work at once; NORMAL sync is durable at every
+        // checkpoint and loses at most the last transactions on power loss, never corrupts.
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| Error::ledger(&path, e))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let known = MIGRATIONS.len() as i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| Error::ledger(&path, e))?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| Error::ledger(&path, e))?;
+        if current > known {
+            return Err(Error::SchemaTooNew {
+                path,
+                found: current,
+                known,
+            });
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql).map_err(|e| Error::ledger(&path, e))?;
+            tx.pragma_update(None, "user_version", index as i64 + 1)
+                .map_err(|e| Error::ledger(&path, e))?;
+        }
+        tx.commit().map_err(|e| Error::ledger(&path, e))
+    }
+
+    /// The schema version this build of nix-ledger writes.
+    pub fn schema_version() -> i64 {
+        MIGRATIONS.len() as i64
+    }
+
+    /// The underlying connection, for queries.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The underlying connection, for transactions.
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// Where this ledger lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wraps a rusqlite error with this ledger's path.
+    pub fn err(&self, source: rusqlite::Error) -> Error {
+        Error::ledger(&self.path, source)
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_bring_a_new_ledger_to_the_latest_version_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let ledger = Ledger::open(&path).unwrap();
+        let version: i64 = ledger
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, Ledger::schema_version());
+        drop(ledger);
+        // Opening again must not re-run any migration (it would fail on CREATE TABLE).
+        let again = Ledger::open(&path).unwrap();
+        let mode: String = again
+            .conn()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn a_ledger_from_a_newer_nix_ledger_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 999).unwrap();
+        }
+        let err = Ledger::open(&path).err().unwrap().to_string();
+        assert!(err.contains("schema version 999"), "{err}");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+}

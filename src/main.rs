@@ -1,0 +1,2 @@
+//! `nix-ledger`: the command-line front end. STUB.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Store path parsing. STUB: replaced by the full reader.

@@ -1,0 +1,125 @@
+//! The spool: an append-only file of self-describing JSON lines, one per build the hook
+//! saw. The hook appends with a single `O_APPEND` write, so lines from concurrent hooks
+//! never interleave; ingest reads whole lines from a remembered offset.
+
+use serde::{Deserialize, Serialize};
+
+/// The spool line format version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// One line of the spool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolRecord {
+    /// Format version.
+    pub v: u32,
+    /// When the hook ran, unix milliseconds.
+    pub t: i64,
+    /// `DRV_PATH` as Nix gave it (lossily decoded if it was not UTF-8).
+    pub drv: String,
+    /// Every output as (name, path): from the .drv, completed by `OUT_PATHS`.
+    #[serde(default)]
+    pub outputs: Vec<(String, String)>,
+    /// `OUT_PATHS` exactly as Nix gave it (empty on Nix 2.8.0), for diagnosis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_paths: Option<String>,
+    /// The effective uid the hook ran as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// What went wrong while the hook gathered this record, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl SpoolRecord {
+    /// The record as one spool line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Serialising plain strings and integers cannot fail; an empty line would be
+        // skipped and counted by ingest, never misread.
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// Parses one line (without its newline). A line whose start was damaged (a short
+    /// write under a file-size limit leaves a fragment that the next hook's line is
+    /// appended to) is recovered from its last complete record.
+    pub fn parse_line(line: &[u8]) -> Result<SpoolRecord, String> {
+        match serde_json::from_slice::<SpoolRecord>(line) {
+            Ok(record) => check_version(record),
+            Err(first_error) => {
+                let marker = b"{\"v\":";
+                let recovered = line
+                    .windows(marker.len())
+                    .rposition(|w| w == marker)
+                    .filter(|&at| at > 0)
+                    .and_then(|at| serde_json::from_slice::<SpoolRecord>(&line[at..]).ok());
+                match recovered {
+                    Some(record) => check_version(record),
+                    None => Err(format!("not a spool record: {first_error}")),
+                }
+            }
+        }
+    }
+}
+
+fn check_version(record: SpoolRecord) -> Result<SpoolRecord, String> {
+    if record.v > VERSION {
+        return Err(format!(
+            "spool line format version {} is newer than this nix-ledger knows ({VERSION})",
+            record.v
+        ));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SpoolRecord {
+        SpoolRecord {
+            v: VERSION,
+            t: 1_700_000_000_123,
+            drv: "/nix/store/jzlslynp667iba7mzkwkligqhmi9xdmh-t-a.drv".into(),
+            outputs: vec![(
+                "out".into(),
+                "/nix/store/c35c2y611x7n8b6fk71av6j614nzch6c-t-a".into(),
+            )],
+            out_paths: Some(String::new()),
+            uid: Some(0),
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_line_round_trips() {
+        let line = sample().to_line();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let parsed = SpoolRecord::parse_line(&line[..line.len() - 1]).unwrap();
+        assert_eq!(parsed, sample());
+    }
+
+    #[test]
+    fn a_fragment_left_by_a_short_write_does_not_hide_the_next_record() {
+        let whole = sample().to_line();
+        let mut damaged = whole[..17].to_vec();
+        damaged.extend_from_slice(&whole[..whole.len() - 1]);
+        assert_eq!(SpoolRecord::parse_line(&damaged).unwrap(), sample());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for line in [&b""[..], b"{", b"\xff\xfe", b"{\"v\":1}", b"[1,2]", b"{\"v\":"] {
+            assert!(SpoolRecord::parse_line(line).is_err(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn a_newer_format_is_reported_as_such() {
+        let mut record = sample();
+        record.v = VERSION + 1;
+        let line = record.to_line();
+        let err = SpoolRecord::parse_line(&line[..line.len() - 1]).unwrap_err();
+        assert!(err.contains("newer"), "{err}");
+    }
+}
