@@ -1,1 +1,325 @@
-//! `nix-ledger doctor`. STUB.
+//! `nix-ledger doctor`: is everything in place, and were records lost?
+//!
+//! Checks, each with a status and a one-line detail: Nix found (and its `OUT_PATHS`
+//! quirks), the hook configured in Nix's settings, each spool readable (and, for the
+//! spool this user's hook writes, writable), the ledger writable, and losses: spool lines
+//! that could not be ingested, builds the hook could only write to its error log, and
+//! builds the Nix store says were made here since the ledger began that it has no record of.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::ledger::{ingest, Ledger};
+use crate::nix::command::{self, config_value};
+use crate::nix::store_db::StoreDb;
+use crate::paths::Layout;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+/// All checks, and what to add to nix.conf.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub checks: Vec<Check>,
+    /// The nix.conf line that enables the hook.
+    pub nix_conf_line: String,
+    /// Derivations built here since the ledger began that have no record (newest first,
+    /// at most 20 listed).
+    pub unrecorded_builds: Vec<String>,
+    pub unrecorded_count: usize,
+}
+
+impl Report {
+    pub fn has_failures(&self) -> bool {
+        self.checks.iter().any(|c| c.status == Status::Fail)
+    }
+
+    fn push(&mut self, name: &str, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name: name.to_string(),
+            status,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Runs every check.
+pub fn run(layout: &Layout) -> Report {
+    let hook_binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("nix-ledger-hook")))
+        .filter(|p| p.is_file());
+    let hook_display = hook_binary
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/path/to/nix-ledger-hook".to_string());
+    let mut report = Report {
+        checks: Vec::new(),
+        nix_conf_line: format!("post-build-hook = {hook_display}"),
+        unrecorded_builds: Vec::new(),
+        unrecorded_count: 0,
+    };
+
+    match command::nix_version() {
+        Ok(version) => {
+            let quirks = version.out_paths_quirks();
+            let detail = if quirks.is_empty() {
+                version.raw.clone()
+            } else {
+                format!(
+                    "{}; it {} — the hook reads every output from the .drv instead",
+                    version.raw,
+                    quirks.join(", and ")
+                )
+            };
+            report.push("nix", Status::Ok, detail);
+        }
+        Err(e) => report.push("nix", Status::Fail, format!("nix not usable: {e}")),
+    }
+
+    match command::show_config() {
+        Ok(config) => {
+            let hook = config_value(&config, "post-build-hook")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            if hook.is_empty() {
+                report.push(
+                    "hook",
+                    Status::Warn,
+                    format!(
+                        "no post-build-hook configured; add to /etc/nix/nix.conf: {}",
+                        report.nix_conf_line
+                    ),
+                );
+            } else if runs_nix_ledger_hook(Path::new(hook)) {
+                report.push("hook", Status::Ok, format!("post-build-hook = {hook}"));
+            } else {
+                report.push(
+                    "hook",
+                    Status::Warn,
+                    format!("post-build-hook is {hook}, which does not run nix-ledger-hook; Nix takes one hook, so chain it (see docs/install.md)"),
+                );
+            }
+        }
+        Err(e) => report.push(
+            "hook",
+            Status::Warn,
+            format!("cannot read nix settings: {e}"),
+        ),
+    }
+
+    let own_spool = crate::hook::spool_path_for_current_user();
+    for spool in &layout.spools {
+        check_spool(
+            &mut report,
+            spool,
+            own_spool.as_deref() == Some(spool.as_path()),
+        );
+    }
+
+    match Ledger::open(&layout.ledger) {
+        Ok(mut ledger) => {
+            report.push(
+                "ledger",
+                Status::Ok,
+                format!(
+                    "{} (schema {})",
+                    layout.ledger.display(),
+                    Ledger::schema_version()
+                ),
+            );
+            match ingest::ingest_all(&mut ledger, &layout.spools) {
+                Ok(done) if done.recorded > 0 => report.push(
+                    "ingest",
+                    Status::Ok,
+                    format!("ingested {} pending records", done.recorded),
+                ),
+                Ok(_) => {}
+                Err(e) => report.push("ingest", Status::Fail, e.to_string()),
+            }
+            check_losses(&mut report, &ledger);
+        }
+        Err(e) => report.push("ledger", Status::Fail, e.to_string()),
+    }
+    report
+}
+
+/// True when `hook` is nix-ledger-hook, or a script that runs it (a chaining script).
+fn runs_nix_ledger_hook(hook: &Path) -> bool {
+    if hook.file_name().is_some_and(|n| n == "nix-ledger-hook") {
+        return true;
+    }
+    std::fs::read(hook)
+        .map(|bytes| bytes.len() < 1 << 20 && bytes.windows(15).any(|w| w == b"nix-ledger-hook"))
+        .unwrap_or(false)
+}
+
+fn check_spool(report: &mut Report, spool: &Path, written_by_this_user: bool) {
+    let name = format!("spool {}", spool.display());
+    match std::fs::metadata(spool) {
+        Ok(meta) => {
+            let readable = std::fs::File::open(spool).is_ok();
+            let writable = !written_by_this_user
+                || std::fs::OpenOptions::new().append(true).open(spool).is_ok();
+            let status = if readable && writable {
+                Status::Ok
+            } else {
+                Status::Fail
+            };
+            let mut detail = format!("{} bytes", meta.len());
+            if !readable {
+                detail.push_str(", not readable by this user");
+            }
+            if !writable {
+                detail.push_str(", not writable: the hook cannot record builds");
+            }
+            report.push(&name, status, detail);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir_ok = spool.parent().is_some_and(dir_writable_or_creatable);
+            if written_by_this_user && !dir_ok {
+                report.push(&name, Status::Fail, "missing, and its directory cannot be created or written: the hook cannot record builds");
+            } else {
+                report.push(
+                    &name,
+                    Status::Ok,
+                    "not created yet (no build recorded there)",
+                );
+            }
+        }
+        Err(e) => report.push(&name, Status::Fail, e.to_string()),
+    }
+}
+
+fn dir_writable_or_creatable(dir: &Path) -> bool {
+    let mut probe = dir;
+    loop {
+        if probe.exists() {
+            // SAFETY: access() only reads the path; the CString outlives the call.
+            return std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())
+                .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
+                .unwrap_or(false);
+        }
+        match probe.parent() {
+            Some(parent) => probe = parent,
+            None => return false,
+        }
+    }
+}
+
+fn check_losses(report: &mut Report, ledger: &Ledger) {
+    let conn = ledger.conn();
+    let skipped: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT reason, count(*) FROM ingest_problems GROUP BY reason ORDER BY count(*) DESC LIMIT 5",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .unwrap_or_default();
+    if skipped.is_empty() {
+        report.push("spool lines", Status::Ok, "every spool line was ingested");
+    } else {
+        let mut detail = String::new();
+        for (reason, n) in &skipped {
+            let _ = write!(
+                detail,
+                "{}{n} × {reason}",
+                if detail.is_empty() { "" } else { "; " }
+            );
+        }
+        report.push("spool lines", Status::Warn, detail);
+    }
+
+    let errors_file_records: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM builds WHERE spool_key LIKE ?1",
+            [format!("%/{}#%", crate::paths::HOOK_ERRORS_FILE)],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    if errors_file_records > 0 {
+        report.push(
+            "hook errors",
+            Status::Warn,
+            format!("{errors_file_records} builds could not be written to the spool and were recovered from {}; see that file for why", crate::paths::HOOK_ERRORS_FILE),
+        );
+    }
+
+    let first: Option<i64> = conn
+        .query_row("SELECT min(hook_recorded_ms) FROM builds", [], |r| r.get(0))
+        .unwrap_or(None);
+    let (Some(first), Some(store)) = (first, StoreDb::open_default()) else {
+        return;
+    };
+    let mut missing: Vec<(i64, String)> = Vec::new();
+    let mut stmt = match conn.prepare_cached("SELECT 1 FROM builds WHERE drv_path = ?1 LIMIT 1") {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let mut seen = std::collections::HashSet::new();
+    for info in store.locally_built_since(first) {
+        let Some(drv) = info.deriver else { continue };
+        if !seen.insert(drv.clone()) {
+            continue;
+        }
+        if !stmt.exists([&drv]).unwrap_or(true) {
+            missing.push((info.registered_ms.unwrap_or(0), drv));
+        }
+    }
+    missing.sort_by(|a, b| b.cmp(a));
+    report.unrecorded_count = missing.len();
+    report.unrecorded_builds = missing.into_iter().take(20).map(|(_, d)| d).collect();
+    if report.unrecorded_count == 0 {
+        report.push(
+            "lost builds",
+            Status::Ok,
+            "every build the store registered since the ledger began is recorded",
+        );
+    } else {
+        report.push(
+            "lost builds",
+            Status::Warn,
+            format!(
+                "{} derivations built here since the ledger began have no record (hook not configured for them, or it could not write; builds recorded into another ledger count too)",
+                report.unrecorded_count
+            ),
+        );
+    }
+}
+
+/// Plain-text rendering: one line per check, then the nix.conf line.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    for check in &report.checks {
+        let mark = match check.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        let _ = writeln!(out, "[{mark}] {}: {}", check.name, check.detail);
+    }
+    for drv in &report.unrecorded_builds {
+        let _ = writeln!(out, "       unrecorded: {drv}");
+    }
+    let _ = writeln!(
+        out,
+        "\nnix.conf line to enable the hook:\n  {}",
+        report.nix_conf_line
+    );
+    out
+}

@@ -1,1 +1,311 @@
-//! Ingest: moving new spool lines into the ledger. STUB.
+//! Ingest: moving new spool lines into the ledger.
+//!
+//! Each spool's ingested offset is stored in the same transaction as the records read
+//! before it, so a crash (even `kill -9`) mid-ingest leaves either all or none of a batch,
+//! and the next run resumes where the last commit ended. Records are also keyed by
+//! (.drv, hook time), so a line read twice is still recorded once. Lines that cannot be
+//! read are skipped, counted and kept in `ingest_problems`; they never stop an ingest.
+//!
+//! Enrichment happens here, off the hook's path: name and system from the .drv, build
+//! start and end from the build log's birth and modification times, output sizes and
+//! origin from the Nix store database.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::Serialize;
+
+use super::record::{self, BuildRecord, Recorded, Source, Status};
+use super::{now_ms, Ledger};
+use crate::nix::{build_log, drv, store_db::StoreDb};
+use crate::spool::SpoolRecord;
+use crate::{paths, Error, Result};
+
+/// Lines are committed in batches of this many, so a huge spool neither holds one
+/// enormous transaction nor pays a commit per line.
+const BATCH_LINES: usize = 2_000;
+/// How much of the spool is read at once.
+const READ_CHUNK: usize = 4 << 20;
+
+/// What one ingest did, per spool and in total.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct IngestReport {
+    pub spools: Vec<SpoolIngest>,
+    pub recorded: u64,
+    pub merged: u64,
+    pub already_present: u64,
+    pub skipped: u64,
+}
+
+/// What one ingest did with one spool.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct SpoolIngest {
+    pub path: String,
+    /// `None` when the spool was read; else why not (a missing spool is not a problem).
+    pub unreadable: Option<String>,
+    pub lines: u64,
+    pub recorded: u64,
+    pub merged: u64,
+    pub already_present: u64,
+    pub skipped: u64,
+}
+
+/// Ingests every spool of the layout: the user's, then the system's.
+pub fn ingest_all(ledger: &mut Ledger, spools: &[std::path::PathBuf]) -> Result<IngestReport> {
+    let mut report = IngestReport::default();
+    let store = StoreDb::open_default();
+    for spool in spools {
+        for file in [spool.clone(), errors_file_beside(spool)] {
+            let one = ingest_spool(ledger, &file, store.as_ref())?;
+            report.recorded += one.recorded;
+            report.merged += one.merged;
+            report.already_present += one.already_present;
+            report.skipped += one.skipped;
+            report.spools.push(one);
+        }
+    }
+    Ok(report)
+}
+
+/// The hook writes whole records it could not put in the spool to this file beside it
+/// (a full spool under a file-size limit leaves room for them there); they are ingested
+/// like spool lines.
+fn errors_file_beside(spool: &Path) -> std::path::PathBuf {
+    spool.with_file_name(paths::HOOK_ERRORS_FILE)
+}
+
+/// Ingests the new lines of one spool file.
+pub fn ingest_spool(
+    ledger: &mut Ledger,
+    path: &Path,
+    store: Option<&StoreDb>,
+) -> Result<SpoolIngest> {
+    let mut report = SpoolIngest {
+        path: path.display().to_string(),
+        ..SpoolIngest::default()
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => {
+            report.unreadable = Some(e.to_string());
+            return Ok(report);
+        }
+    };
+    let meta = file.metadata().map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let file_id = format!("{}:{}", meta.dev(), meta.ino());
+    let spool_path = path.display().to_string();
+    let spool_key = format!("{spool_path}#{file_id}");
+
+    let previous: Option<(String, i64)> = ledger
+        .conn()
+        .query_row(
+            "SELECT file_id, offset FROM spool_state WHERE spool_path = ?1",
+            [&spool_path],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| ledger.err(e))?;
+    // A different file (rotated) or a shorter one (truncated) starts from the top.
+    let mut offset = match previous {
+        Some((id, off)) if id == file_id && off as u64 <= meta.len() => off as u64,
+        _ => 0,
+    };
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+
+    let ledger_file = ledger.path().to_path_buf();
+    let db_err = |e| Error::ledger(&ledger_file, e);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = file.read(&mut chunk).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&chunk[..n]);
+        // Only whole lines: a line without its newline may still be being written.
+        let Some(last_newline) = pending.iter().rposition(|&b| b == b'\n') else {
+            continue;
+        };
+        let complete: Vec<u8> = pending.drain(..=last_newline).collect();
+        let mut lines = Vec::new();
+        let mut line_start = 0usize;
+        for (i, &b) in complete.iter().enumerate() {
+            if b == b'\n' {
+                lines.push((offset + line_start as u64, &complete[line_start..i]));
+                line_start = i + 1;
+            }
+        }
+        for batch in lines.chunks(BATCH_LINES) {
+            let tx = ledger.conn_mut().transaction().map_err(db_err)?;
+            let mut skipped = 0u64;
+            for &(line_offset, line) in batch {
+                report.lines += 1;
+                match ingest_line(&tx, &spool_key, line_offset as i64, line, store) {
+                    Ok(Recorded::Inserted(_)) => report.recorded += 1,
+                    Ok(Recorded::Merged(_)) => report.merged += 1,
+                    Ok(Recorded::AlreadyPresent(_)) => report.already_present += 1,
+                    Err(LineError::Skip(reason)) => {
+                        skipped += 1;
+                        note_problem(&tx, &spool_key, line_offset as i64, &reason, line)
+                            .map_err(db_err)?;
+                    }
+                    Err(LineError::Db(e)) => return Err(db_err(e)),
+                }
+            }
+            report.skipped += skipped;
+            let end = batch
+                .last()
+                .map(|&(o, l)| o + l.len() as u64 + 1)
+                .unwrap_or(offset);
+            tx.execute(
+                "INSERT INTO spool_state (spool_path, file_id, offset, lines_ingested, lines_skipped, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (spool_path) DO UPDATE SET
+                     lines_ingested = CASE WHEN spool_state.file_id = excluded.file_id
+                         THEN spool_state.lines_ingested + excluded.lines_ingested ELSE excluded.lines_ingested END,
+                     lines_skipped = CASE WHEN spool_state.file_id = excluded.file_id
+                         THEN spool_state.lines_skipped + excluded.lines_skipped ELSE excluded.lines_skipped END,
+                     file_id = excluded.file_id, offset = excluded.offset, updated_ms = excluded.updated_ms",
+                params![
+                    spool_path,
+                    file_id,
+                    end as i64,
+                    batch.len() as i64 - skipped as i64,
+                    skipped as i64,
+                    now_ms()
+                ],
+            )
+            .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+        }
+        offset += complete.len() as u64;
+    }
+    Ok(report)
+}
+
+enum LineError {
+    Skip(String),
+    Db(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for LineError {
+    fn from(e: rusqlite::Error) -> Self {
+        LineError::Db(e)
+    }
+}
+
+fn ingest_line(
+    tx: &Transaction<'_>,
+    spool_key: &str,
+    offset: i64,
+    line: &[u8],
+    store: Option<&StoreDb>,
+) -> Result<Recorded, LineError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let hook = SpoolRecord::parse_line(line).map_err(LineError::Skip)?;
+    if !is_drv_path(&hook.drv) {
+        let why = hook.note.clone().unwrap_or_default();
+        return Err(LineError::Skip(format!(
+            "hook was given no usable DRV_PATH ({:?}) {why}",
+            hook.drv
+        )));
+    }
+
+    let mut rec = BuildRecord::new(&hook.drv, Source::Hook, Status::Built, hook.t);
+    rec.hook_recorded_ms = Some(hook.t);
+    rec.spool = Some((spool_key.to_string(), offset));
+    rec.outputs = hook.outputs.clone();
+
+    if let Ok(parsed) = drv::read(Path::new(&hook.drv)) {
+        rec.name = parsed.env.get("name").cloned();
+        rec.system = Some(parsed.system.clone());
+        if rec.outputs.is_empty() {
+            rec.outputs = parsed
+                .outputs
+                .iter()
+                .filter(|(_, o)| !o.path.is_empty())
+                .map(|(name, o)| (name.clone(), o.path.clone()))
+                .collect();
+        }
+    }
+
+    let earlier_finish: Option<i64> = tx
+        .query_row(
+            "SELECT max(finished_ms) FROM builds WHERE drv_path = ?1 AND finished_ms < ?2",
+            params![hook.drv, hook.t],
+            |row| row.get(0),
+        )
+        .optional()?
+        .flatten();
+    if let Some(timing) = build_log::timing(&hook.drv, hook.t, earlier_finish) {
+        rec.started_ms = timing.started_ms;
+        rec.finished_ms = timing.finished_ms;
+        rec.timing_source = Some("build-log");
+    }
+
+    let recorded = record::record_build(tx, &rec)?;
+    if let Some(note) = &hook.note {
+        note_problem(
+            tx,
+            spool_key,
+            offset,
+            &format!("recorded, but: {note}"),
+            line,
+        )?;
+    }
+    if let Some(store) = store {
+        let paths: Vec<&str> = rec.outputs.iter().map(|(_, p)| p.as_str()).collect();
+        for info in store.path_infos(&paths) {
+            tx.execute(
+                "INSERT INTO store_paths (path, drv_path, nar_size, registered_ms, locally_built, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (path) DO UPDATE SET drv_path = excluded.drv_path,
+                     nar_size = excluded.nar_size, registered_ms = excluded.registered_ms,
+                     locally_built = excluded.locally_built, updated_ms = excluded.updated_ms",
+                params![
+                    info.path,
+                    info.deriver.as_deref().unwrap_or(&hook.drv),
+                    info.nar_size,
+                    info.registered_ms,
+                    info.locally_built,
+                    now_ms()
+                ],
+            )?;
+        }
+    }
+    Ok(recorded)
+}
+
+fn is_drv_path(s: &str) -> bool {
+    s.starts_with('/') && s.ends_with(".drv") && !s.contains('\u{FFFD}')
+}
+
+fn note_problem(
+    tx: &Transaction<'_>,
+    spool_key: &str,
+    offset: i64,
+    reason: &str,
+    line: &[u8],
+) -> rusqlite::Result<()> {
+    let excerpt: String = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+    tx.execute(
+        "INSERT OR IGNORE INTO ingest_problems (spool_key, offset, reason, excerpt, seen_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![spool_key, offset, reason, excerpt, now_ms()],
+    )?;
+    Ok(())
+}

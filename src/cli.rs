@@ -1,0 +1,144 @@
+//! Command-line definitions (clap) and dispatch to the library's features.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use nix_ledger::ledger::{ingest, Ledger};
+use nix_ledger::paths::Layout;
+use nix_ledger::report::{self, HistoryFilter};
+
+/// Records every Nix build: timing, memory, why it rebuilt, what to keep.
+#[derive(Debug, Parser)]
+#[command(name = "nix-ledger", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Recent builds, newest first.
+    History {
+        /// At most this many builds.
+        #[arg(long, short = 'n')]
+        limit: Option<u32>,
+        /// Only derivations whose name contains this (case-insensitive).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON (an array of builds).
+        #[arg(long)]
+        json: bool,
+    },
+    /// All that is known of one .drv or output path.
+    Show {
+        /// A /nix/store/…drv or an output path.
+        path: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read-only SQL over the ledger (see docs/schema.md).
+    Query {
+        /// One SELECT (or other read-only) statement.
+        sql: String,
+        /// Print JSON (an array of objects keyed by column).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move new hook records from the spools into the ledger (every command does this first).
+    Ingest {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the installation: nix, the hook, the spools, the ledger, lost records.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let layout = Layout::from_env()?;
+    match cli.command {
+        Command::History { limit, name, json } => {
+            let ledger = open_and_ingest(&layout)?;
+            let builds = report::history(&ledger, &HistoryFilter { limit, name })?;
+            if json {
+                print_json(&builds)?;
+            } else {
+                print_text(&report::render_history(&builds))?;
+            }
+        }
+        Command::Show { path, json } => {
+            let ledger = open_and_ingest(&layout)?;
+            let shown = report::show(&ledger, &path)?;
+            if json {
+                print_json(&shown)?;
+            } else {
+                print_text(&report::render_show(&shown))?;
+            }
+        }
+        Command::Query { sql, json } => {
+            drop(open_and_ingest(&layout)?);
+            let ledger = Ledger::open_read_only(&layout.ledger)?;
+            let result = report::query::run(&ledger, &sql)?;
+            if json {
+                print_json(&result.to_objects())?;
+            } else {
+                print_text(&result.render())?;
+            }
+        }
+        Command::Ingest { json } => {
+            let mut ledger = Ledger::open(&layout.ledger)?;
+            let done = ingest::ingest_all(&mut ledger, &layout.spools)?;
+            if json {
+                print_json(&done)?;
+            } else {
+                print_text(&format!(
+                    "ingested: {} new, {} merged with wrapper records, {} already present, {} skipped\n",
+                    done.recorded, done.merged, done.already_present, done.skipped
+                ))?;
+            }
+        }
+        Command::Doctor { json } => {
+            let checks = nix_ledger::doctor::run(&layout);
+            if json {
+                print_json(&checks)?;
+            } else {
+                print_text(&nix_ledger::doctor::render(&checks))?;
+            }
+            if checks.has_failures() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the ledger and ingests what the hook recorded since the last command.
+fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
+    let mut ledger = Ledger::open(&layout.ledger)?;
+    ingest::ingest_all(&mut ledger, &layout.spools)
+        .with_context(|| format!("ingesting into {}", layout.ledger.display()))?;
+    Ok(ledger)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn print_text(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()) {
+        // `nix-ledger history | head` closes the pipe early; that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

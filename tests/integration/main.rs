@@ -1,0 +1,5 @@
+//! nix-ledger's integration tests: one test binary, a module per area. They drive the real
+//! `nix-ledger` and `nix-ledger-hook` binaries against the real Nix, each test in its own
+//! `NIX_LEDGER_HOME` with salted derivations so that Nix really builds.
+
+mod util;
