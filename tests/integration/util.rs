@@ -1,1 +1,174 @@
-//! Helpers shared by the integration tests. STUB.
+//! Helpers shared by the integration tests: an isolated environment per test (its own
+//! `NIX_LEDGER_HOME`, a unique salt), running the built binaries, and building the
+//! example graph with the real Nix and the real hook.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The built `nix-ledger` binary.
+pub fn ledger_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nix-ledger")
+}
+
+/// The built `nix-ledger-hook` binary.
+pub fn hook_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nix-ledger-hook")
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example graph every build test uses.
+pub fn graph_nix() -> PathBuf {
+    repo().join("examples/graph.nix")
+}
+
+/// One test's world: its own ledger home and a salt no other test (or run) shares.
+pub struct TestEnv {
+    pub home: tempfile::TempDir,
+    pub salt: String,
+}
+
+impl TestEnv {
+    pub fn new(test: &str) -> TestEnv {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        TestEnv {
+            home: tempfile::Builder::new()
+                .prefix(&format!("nix-ledger-{test}-"))
+                .tempdir()
+                .unwrap(),
+            salt: format!(
+                "{test}-{}-{nanos}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.home().join("spool.jsonl")
+    }
+
+    /// `nix-ledger ARGS` in this environment.
+    pub fn ledger(&self, args: &[&str]) -> Output {
+        Command::new(ledger_bin())
+            .args(args)
+            .env("NIX_LEDGER_HOME", self.home())
+            .output()
+            .unwrap()
+    }
+
+    /// `nix-ledger ARGS`, which must succeed; its stdout.
+    pub fn ledger_ok(&self, args: &[&str]) -> String {
+        let out = self.ledger(args);
+        assert!(
+            out.status.success(),
+            "nix-ledger {args:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `nix-ledger history --json`, parsed.
+    pub fn history(&self) -> Vec<Value> {
+        let text = self.ledger_ok(&["history", "--json"]);
+        serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone()
+    }
+
+    /// A `nix-build` of the example graph with the real hook, salted for this test.
+    pub fn graph_build(&self, n: u32, extra: &[&str]) -> Command {
+        self.graph_build_with_hook(n, hook_bin(), extra)
+    }
+
+    /// As [`graph_build`] with another hook program (or "" for none).
+    pub fn graph_build_with_hook(&self, n: u32, hook: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new("nix-build");
+        cmd.arg(graph_nix())
+            .args(["--argstr", "salt", &self.salt])
+            .args(["--arg", "n", &n.to_string()])
+            .args(["--no-out-link", "--option", "substituters", ""])
+            .args(["--option", "post-build-hook", hook])
+            .args(extra)
+            .env("NIX_LEDGER_HOME", self.home());
+        cmd
+    }
+
+    /// The .drv paths of the example graph for this salt (instantiated, not built).
+    pub fn graph_drvs(&self, n: u32, extra: &[&str]) -> Vec<String> {
+        let out = Command::new("nix-instantiate")
+            .arg(graph_nix())
+            .args(["--argstr", "salt", &self.salt])
+            .args(["--arg", "n", &n.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Runs a command that must succeed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `nix show-derivation` of one .drv: its outputs' names and paths.
+pub fn drv_outputs(drv: &str) -> Vec<(String, String)> {
+    let out = run_ok(
+        Command::new("nix")
+            .args(["--extra-experimental-features", "nix-command", "show-derivation", drv]),
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outputs = json[drv]["outputs"].as_object().unwrap();
+    let mut list: Vec<(String, String)> = outputs
+        .iter()
+        .map(|(name, o)| (name.clone(), o["path"].as_str().unwrap().to_string()))
+        .collect();
+    list.sort();
+    list
+}
+
+/// A build's outputs from `history --json`, sorted.
+pub fn entry_outputs(entry: &Value) -> Vec<(String, String)> {
+    let mut list: Vec<(String, String)> = entry["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_string(),
+                o["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    list.sort();
+    list
+}
