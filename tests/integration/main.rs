@@ -2,4 +2,5 @@
 //! `nix-ledger` and `nix-ledger-hook` binaries against the real Nix, each test in its own
 //! `NIX_LEDGER_HOME` with salted derivations so that Nix really builds.
 
+mod hook;
 mod util;
