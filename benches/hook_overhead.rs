@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn graph() -> PathBuf {
@@ -117,7 +120,14 @@ fn main() {
     // Latency of one hook call: a real multi-output .drv from the graph above.
     let drv_out = Command::new("nix-instantiate")
         .arg(graph())
-        .args(["--argstr", "salt", &format!("bench-warmup-{run_id}"), "--arg", "n", "6"])
+        .args([
+            "--argstr",
+            "salt",
+            &format!("bench-warmup-{run_id}"),
+            "--arg",
+            "n",
+            "6",
+        ])
         .output();
     let drv = match drv_out {
         Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
@@ -138,7 +148,12 @@ fn main() {
     let mut true_lat = Vec::new();
     for _ in 0..4 {
         ours_lat.extend(exec_latencies(hook, &drv, lat_home.path(), calls / 4));
-        true_lat.extend(exec_latencies("/bin/true", &drv, lat_home.path(), calls / 4));
+        true_lat.extend(exec_latencies(
+            "/bin/true",
+            &drv,
+            lat_home.path(),
+            calls / 4,
+        ));
     }
     ours_lat.sort_by(|a, b| a.total_cmp(b));
     true_lat.sort_by(|a, b| a.total_cmp(b));

@@ -260,10 +260,21 @@ fn check_losses(report: &mut Report, ledger: &Ledger) {
         );
     }
 
-    let first: Option<i64> = conn
+    // Since when the hook should have recorded everything: the ledger's creation, or its
+    // first hook record if that is older (a ledger rebuilt from an old spool).
+    let first_record: Option<i64> = conn
         .query_row("SELECT min(hook_recorded_ms) FROM builds", [], |r| r.get(0))
         .unwrap_or(None);
-    let (Some(first), Some(store)) = (first, StoreDb::open_default()) else {
+    let created = std::fs::metadata(ledger.path())
+        .and_then(|m| m.created())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    let since = match (first_record, created) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let (Some(first), Some(store)) = (since, StoreDb::open_default()) else {
         return;
     };
     let mut missing: Vec<(i64, String)> = Vec::new();

@@ -82,14 +82,28 @@ pub fn gather(input: &HookInput, now_ms: i64) -> SpoolRecord {
         notes.push("DRV_PATH is not a .drv path".to_string());
     }
     // Floating content-addressed outputs have no path in the .drv; OUT_PATHS has them.
+    // When the .drv could not be read, OUT_PATHS is all there is. Anything else in it is
+    // not an output of this build and is left out.
+    let drv_read = !outputs.is_empty();
+    let mut ignored = 0;
     for path in listed {
-        if !outputs.iter().any(|(_, known)| known == path) {
-            if let Some(slot) = outputs.iter_mut().find(|(_, known)| known.is_empty()) {
-                slot.1 = path.to_string();
-            } else {
-                outputs.push((String::new(), path.to_string()));
-            }
+        if outputs.iter().any(|(_, known)| known == path) {
+            continue;
         }
+        if !looks_like_store_path(path) {
+            ignored += 1;
+        } else if let Some(slot) = outputs.iter_mut().find(|(_, known)| known.is_empty()) {
+            slot.1 = path.to_string();
+        } else if !drv_read {
+            outputs.push((String::new(), path.to_string()));
+        } else {
+            ignored += 1;
+        }
+    }
+    if ignored > 0 {
+        notes.push(format!(
+            "OUT_PATHS had {ignored} entries that are not outputs of the .drv"
+        ));
     }
 
     SpoolRecord {
@@ -101,6 +115,12 @@ pub fn gather(input: &HookInput, now_ms: i64) -> SpoolRecord {
         uid: Some(effective_uid()),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
+}
+
+/// An absolute path of printable characters: what a store path looks like, wherever the
+/// store is.
+fn looks_like_store_path(path: &str) -> bool {
+    path.starts_with('/') && path.len() > 1 && !path.chars().any(char::is_control)
 }
 
 fn read_drv_outputs(path: &Path) -> Result<Vec<(String, String)>, String> {

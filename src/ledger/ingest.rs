@@ -95,10 +95,17 @@ pub fn ingest_spool(
             return Ok(report);
         }
     };
-    let meta = file.metadata().map_err(|source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let meta = match file.metadata() {
+        Ok(meta) if meta.is_file() => meta,
+        Ok(_) => {
+            report.unreadable = Some("not a regular file".to_string());
+            return Ok(report);
+        }
+        Err(e) => {
+            report.unreadable = Some(e.to_string());
+            return Ok(report);
+        }
+    };
     let file_id = format!("{}:{}", meta.dev(), meta.ino());
     let spool_path = path.display().to_string();
     let spool_key = format!("{spool_path}#{file_id}");
