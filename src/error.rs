@@ -56,7 +56,9 @@ impl Error {
     /// 1 for everything else (I/O, database, Nix).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::QueryRefused(_) | Error::Sql(_) | Error::NotStorePath(_) | Error::Drv { .. } => 2,
+            Error::QueryRefused(_) | Error::Sql(_) | Error::NotStorePath(_) | Error::Drv { .. } => {
+                2
+            }
             Error::NotFound(_) => 3,
             _ => 1,
         }

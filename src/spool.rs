@@ -109,7 +109,14 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for line in [&b""[..], b"{", b"\xff\xfe", b"{\"v\":1}", b"[1,2]", b"{\"v\":"] {
+        for line in [
+            &b""[..],
+            b"{",
+            b"\xff\xfe",
+            b"{\"v\":1}",
+            b"[1,2]",
+            b"{\"v\":",
+        ] {
             assert!(SpoolRecord::parse_line(line).is_err(), "{line:?}");
         }
     }
