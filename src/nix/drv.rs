@@ -14,7 +14,6 @@
 //! after the final `)`, repeated keys), we reject: Nix never writes those, so they mean a
 //! damaged file, and a record built from a guess would be worse than an error.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -153,7 +152,7 @@ fn write_string(out: &mut String, s: &str) {
 
 /// Parses a whole derivation. The error is one line saying what was expected where.
 pub fn parse(bytes: &[u8]) -> std::result::Result<Derivation, String> {
-    let mut p = Parser::new(bytes);
+    let mut p = Parser::whole(bytes);
     p.header()?;
     let mut drv = Derivation::default();
 
@@ -223,7 +222,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Derivation, String> {
 /// outputs list. The post-build hook calls this once per build, so it skips the hash
 /// fields without copying them and allocates only the returned strings.
 pub fn parse_outputs(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
-    let mut p = Parser::new(bytes);
+    let mut p = Parser::partial(bytes);
     p.header()?;
     // Nearly every derivation has one to three outputs.
     let mut outputs = Vec::with_capacity(2);
@@ -233,9 +232,9 @@ pub fn parse_outputs(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>,
         p.byte(b',')?;
         let path = p.output_path()?;
         p.byte(b',')?;
-        p.raw_string()?;
+        p.span()?;
         p.byte(b',')?;
-        p.raw_string()?;
+        p.span()?;
         p.byte(b')')?;
         outputs.push((name, path));
         Ok(())
@@ -265,18 +264,71 @@ fn show(byte: u8) -> String {
     }
 }
 
+/// One piece of an escaped string's content: a run of literal bytes, or an escape's
+/// meaning.
+enum Piece {
+    Run(std::ops::Range<usize>),
+    Byte(u8),
+}
+
+/// Undoes Nix's escapes in `raw` (a string's content without its quotes). Nix's reader
+/// turns `\n \r \t` into control characters and takes any other escaped byte as itself,
+/// so `\"` and `\\` work, and so would `\x`, meaning `x`.
+///
+/// Runs always start and end next to an ASCII byte or at the ends of `raw`, so they are
+/// char boundaries when `raw` is text: a backslash before a non-ASCII byte is dropped
+/// and the byte stays part of the following run.
+fn unescape(raw: &[u8], mut piece: impl FnMut(Piece)) {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\\', raw.get(from..).unwrap_or_default()) {
+        let at = from + i;
+        piece(Piece::Run(from..at));
+        from = match raw.get(at + 1) {
+            Some(&b) if b.is_ascii() => {
+                piece(Piece::Byte(match b {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    other => other,
+                }));
+                at + 2
+            }
+            _ => at + 1,
+        };
+    }
+    piece(Piece::Run(from.min(raw.len())..raw.len()));
+}
+
 /// A cursor over the bytes of a .drv. Errors name the byte offset (from 0) at which the
 /// input stopped making sense.
 struct Parser<'a> {
     bytes: &'a [u8],
+    /// The same bytes as text, when the whole input is valid UTF-8: then strings need no
+    /// validation of their own, one pass over the file did it.
+    text: Option<&'a str>,
     pos: usize,
 }
 
 type Parsed<T> = std::result::Result<T, String>;
 
 impl<'a> Parser<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Parser { bytes, pos: 0 }
+    /// A parser for all of `bytes`, which it validates as UTF-8 once, up front.
+    fn whole(bytes: &'a [u8]) -> Self {
+        Parser {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+            pos: 0,
+        }
+    }
+
+    /// A parser that may stop early: validating the whole input would cost more than the
+    /// few strings it reads, so each is validated on its own.
+    fn partial(bytes: &'a [u8]) -> Self {
+        Parser {
+            bytes,
+            text: None,
+            pos: 0,
+        }
     }
 
     fn header(&mut self) -> Parsed<()> {
@@ -339,64 +391,62 @@ impl<'a> Parser<'a> {
         }
     }
 
-    /// A quoted string, unescaped, still as bytes. Borrowed when it has no escapes, which
-    /// is every store path and hash, so skipping or copying those costs no extra work.
-    fn raw_string(&mut self) -> Parsed<Cow<'a, [u8]>> {
+    /// Consumes a quoted string and returns the range of its content (between the
+    /// quotes, escapes not yet undone) and whether it has any escapes. Finding the end
+    /// first lets the copy be a single exact-size allocation, and lets the hook's reader
+    /// skip strings it does not need without copying them at all.
+    fn span(&mut self) -> Parsed<(usize, usize, bool)> {
         self.byte(b'"')?;
         let start = self.pos;
-        let bytes = self.bytes;
-        let mut owned: Option<Vec<u8>> = None;
         let mut from = start;
+        let mut escaped = false;
         loop {
-            let rest = bytes.get(from..).unwrap_or_default();
+            let rest = self.bytes.get(from..).unwrap_or_default();
             let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
-                self.pos = bytes.len();
-                return Err(format!(
-                    "unterminated string starting at byte {}",
-                    start.saturating_sub(1)
-                ));
+                break;
             };
             let at = from + i;
-            let chunk = bytes.get(from..at).unwrap_or_default();
-            if bytes.get(at) == Some(&b'"') {
+            if self.bytes.get(at) == Some(&b'"') {
                 self.pos = at + 1;
-                return Ok(match owned {
-                    None => Cow::Borrowed(chunk),
-                    Some(mut buf) => {
-                        buf.extend_from_slice(chunk);
-                        Cow::Owned(buf)
-                    }
-                });
+                return Ok((start, at, escaped));
             }
-            // A backslash: Nix's reader knows \n \r \t and takes any other escaped byte
-            // as itself (so \" and \\ work, and so would \x, meaning x).
-            let Some(&escaped) = bytes.get(at + 1) else {
-                self.pos = bytes.len();
-                return Err(format!(
-                    "unterminated string starting at byte {}",
-                    start.saturating_sub(1)
-                ));
-            };
-            let buf = owned.get_or_insert_with(|| Vec::with_capacity(rest.len().min(4096)));
-            buf.extend_from_slice(chunk);
-            buf.push(match escaped {
-                b'n' => b'\n',
-                b'r' => b'\r',
-                b't' => b'\t',
-                other => other,
-            });
+            // A backslash escapes the next byte, whatever it is (see `unescape`).
+            escaped = true;
             from = at + 2;
         }
+        self.pos = self.bytes.len();
+        Err(format!(
+            "unterminated string starting at byte {}",
+            start.saturating_sub(1)
+        ))
     }
 
     fn string(&mut self) -> Parsed<String> {
-        Ok(match self.raw_string()? {
-            Cow::Borrowed(b) => match std::str::from_utf8(b) {
-                Ok(s) => s.to_owned(),
-                Err(_) => String::from_utf8_lossy(b).into_owned(),
-            },
-            Cow::Owned(v) => String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        let (start, end, escaped) = self.span()?;
+        let raw = self.bytes.get(start..end).unwrap_or_default();
+        Ok(match self.text {
+            // Every range here is next to an ASCII byte, so `get` on the text cannot
+            // fail; the fallbacks only keep this free of panics.
+            Some(text) if !escaped => text.get(start..end).unwrap_or_default().to_owned(),
+            Some(text) => {
+                let mut out = String::with_capacity(raw.len());
+                unescape(raw, |piece| match piece {
+                    Piece::Run(r) => {
+                        out.push_str(text.get(start + r.start..start + r.end).unwrap_or_default())
+                    }
+                    Piece::Byte(b) => out.push(char::from(b)),
+                });
+                out
+            }
+            None => {
+                let mut out = Vec::with_capacity(raw.len());
+                unescape(raw, |piece| match piece {
+                    Piece::Run(r) => out.extend_from_slice(raw.get(r).unwrap_or_default()),
+                    Piece::Byte(b) => out.push(b),
+                });
+                String::from_utf8(out)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            }
         })
     }
 
@@ -542,6 +592,20 @@ mod tests {
         text.extend_from_slice(b"\"caf\xe9\",\"x\\\"\xff\"],[])");
         let d = parse(&text).unwrap();
         assert_eq!(d.args, ["caf\u{fffd}", "x\"\u{fffd}"]);
+    }
+
+    #[test]
+    fn unknown_escapes_mean_the_byte_itself() {
+        // Like Nix: `\x` is `x`, and a backslash before a multi-byte character keeps it.
+        let valid = "Derive([],[],[],\"s\",\"b\",[\"\\é\\x\\\\\\\"\\n\"],[])";
+        assert_eq!(parse(valid.as_bytes()).unwrap().args, ["éx\\\"\n"]);
+        // The same through the path for files that are not UTF-8.
+        let mut bytes = valid.replace("\"s\"", "\"\u{1}\"").into_bytes();
+        let at = bytes.iter().position(|&b| b == 1).unwrap();
+        bytes[at] = 0xff;
+        let d = parse(&bytes).unwrap();
+        assert_eq!(d.system, "\u{fffd}");
+        assert_eq!(d.args, ["éx\\\"\n"]);
     }
 
     #[test]
