@@ -71,9 +71,10 @@ let
   # services.nix-ledger.hook.chain and an assertion catches any other definition.
   # Assertions are evaluated after the configuration, so they may look at the
   # definitions of nix.settings (not its value) without recursion. The module system
-  # has already applied top-level mkIf/mkMerge/mkOverride to those; inside them,
-  # `post-build-hook = lib.mkForce ...` and friends are still wrapped, so resolve them
-  # the same way the module system will.
+  # has already applied top-level mkIf/mkMerge/mkOverride to those (so a whole
+  # `nix.settings = lib.mkDefault { ... }` that loses to ours is gone before we look);
+  # inside them, `post-build-hook = lib.mkForce ...` and friends are still wrapped, so
+  # resolve them the same way the module system will.
   resolveDefinition =
     priority: value:
     let
@@ -100,15 +101,18 @@ let
     )
   ) options.nix.settings.definitionsWithLocations;
 
-  winningPriority = builtins.foldl' (
-    lowest: def: if def.priority < lowest then def.priority else lowest
-  ) 9999 hookDefinitions;
+  isOurs = def: toString def.value == toString cfg.hook.program;
+  # Numerically lowest = strongest, as mkOverride.
+  strongest = defs: builtins.foldl' (p: def: if def.priority < p then def.priority else p) 9999 defs;
+  ourPriority = strongest (builtins.filter isOurs hookDefinitions);
 
-  # Definitions that would reach nix.conf and are not our program. A definition of
-  # exactly our program is fine: it is how a user overrides a third-party module that
-  # sets the hook (see the assertion message).
+  # Other hooks, whatever their priority: one at ours conflicts, a stronger one drops
+  # ours, a weaker one (lib.mkDefault, say) is dropped, silently, and that might be
+  # someone's binary-cache upload. The exception: when our program was raised above
+  # the normal priority (the mkForce in the message below), whoever did that chose
+  # it over the weaker ones.
   foreignHooks = builtins.filter (
-    def: def.priority == winningPriority && toString def.value != toString cfg.hook.program
+    def: !(isOurs def) && (ourPriority >= 100 || def.priority <= ourPriority)
   ) hookDefinitions;
 
   # Whether this configuration writes nix.conf. NixOS and current nix-darwin have
