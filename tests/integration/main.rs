@@ -4,4 +4,5 @@
 
 mod drv_corpus;
 mod hook;
+mod nix_module;
 mod util;
