@@ -810,9 +810,9 @@ fn show(title: &str, v: &Value) {
 #[test]
 fn real_nixos_configuration() {
     let Some(nixpkgs) = checkout("NIX_LEDGER_TEST_NIXPKGS") else {
-        eprintln!(
-            "NOT RUN: real_nixos_configuration: set NIX_LEDGER_TEST_NIXPKGS to a nixpkgs \
-             checkout to evaluate the module in a real NixOS configuration"
+        crate::util::say_not_run(
+            "real_nixos_configuration: set NIX_LEDGER_TEST_NIXPKGS to a nixpkgs \
+             checkout to evaluate the module in a real NixOS configuration",
         );
         return;
     };
@@ -898,10 +898,10 @@ fn real_nix_darwin_configuration() {
         checkout("NIX_LEDGER_TEST_NIX_DARWIN"),
         checkout("NIX_LEDGER_TEST_NIXPKGS"),
     ) else {
-        eprintln!(
-            "NOT RUN: real_nix_darwin_configuration: set NIX_LEDGER_TEST_NIX_DARWIN and \
+        crate::util::say_not_run(
+            "real_nix_darwin_configuration: set NIX_LEDGER_TEST_NIX_DARWIN and \
              NIX_LEDGER_TEST_NIXPKGS to checkouts to evaluate the module in a real \
-             nix-darwin configuration"
+             nix-darwin configuration",
         );
         return;
     };
