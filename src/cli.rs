@@ -128,15 +128,14 @@ fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    out.write_all(b"\n")?;
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    print_text(&text)
 }
 
 fn print_text(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()) {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         // `nix-ledger history | head` closes the pipe early; that is not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),

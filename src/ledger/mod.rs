@@ -8,6 +8,7 @@
 pub mod ingest;
 pub mod record;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -31,10 +32,15 @@ impl Ledger {
     /// Opens (creating if needed) the ledger at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Ledger> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+            // A user's build history is theirs: the state directory is private.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| Error::Write {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
         }
         let conn = Connection::open(path).map_err(|e| Error::ledger(path, e))?;
         let mut ledger = Ledger {

@@ -4,5 +4,6 @@
 
 mod drv_corpus;
 mod hook;
+mod multi_user;
 mod nix_module;
 mod util;

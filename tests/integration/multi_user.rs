@@ -1,0 +1,162 @@
+//! A multi-user install: the hook runs as root inside nix-daemon, with the daemon's
+//! environment, and writes the system spool; an unprivileged user's `nix-ledger` ingests
+//! it into that user's own ledger without sudo.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{
+    drv_outputs, entry_outputs, graph_nix, hook_bin, ledger_bin, say_not_run, TestEnv,
+};
+
+const NOBODY: &str = "65534";
+
+/// A nix-daemon on a private socket, stopped (and its socket removed) on drop.
+struct Daemon {
+    child: Child,
+    socket: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        let socket = dir.join("socket");
+        // The daemon's own environment: no NIX_LEDGER_HOME, as on a real system.
+        let child = Command::new("nix-daemon")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("NIX_DAEMON_SOCKET_PATH", &socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "nix-daemon did not create its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, socket }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn can_run() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("needs root to run nix-daemon and to switch to an unprivileged user".into());
+    }
+    for tool in ["nix-daemon", "setpriv"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            return Err(format!("{tool} is not installed"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_ingests() {
+    if let Err(why) = can_run() {
+        say_not_run(&format!("multi-user daemon test: {why}"));
+        return;
+    }
+    let env = TestEnv::new("multiuser");
+    let sandbox = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(sandbox.path());
+
+    let out = Command::new("nix-build")
+        .arg(graph_nix())
+        .args(["--argstr", "salt", &env.salt, "--arg", "n", "6"])
+        .args(["--no-out-link", "--option", "substituters", ""])
+        .args(["--option", "post-build-hook", hook_bin()])
+        .env("NIX_REMOTE", "daemon")
+        .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket)
+        // Set for the client only: the hook must not see it inside the daemon.
+        .env("NIX_LEDGER_HOME", env.home())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !env.spool().exists(),
+        "the hook ran with the client's environment"
+    );
+    let system_spool = Path::new("/var/lib/nix-ledger/spool.jsonl");
+    let mode = std::fs::metadata(system_spool)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o644,
+        "the system spool is readable by all, writable by root"
+    );
+
+    // An unprivileged user, with a copy of the binary it can execute and a home it owns.
+    let user_home = sandbox.path().join("home");
+    std::fs::create_dir(&user_home).unwrap();
+    let binary = sandbox.path().join("nix-ledger");
+    std::fs::copy(ledger_bin(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(Command::new("chown")
+        .args([&format!("{NOBODY}:{NOBODY}"), user_home.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+    let out = Command::new("setpriv")
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+        .arg(&binary)
+        .args(["history", "--json"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", &user_home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    for drv in env.graph_drvs(6, &[]) {
+        let matching: Vec<&Value> = history
+            .iter()
+            .filter(|e| e["drv_path"] == drv.as_str())
+            .collect();
+        assert_eq!(matching.len(), 1, "{drv} once in the user's ledger");
+        assert_eq!(entry_outputs(matching[0]), drv_outputs(&drv));
+    }
+    let ledger_dir = user_home.join(".local/state/nix-ledger");
+    let meta = std::fs::metadata(&ledger_dir).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o700,
+        "the user's ledger is private"
+    );
+}
