@@ -440,3 +440,24 @@ fn the_hook_prints_nothing_and_exits_0_when_all_is_well() {
         "one line from the build, one from this call"
     );
 }
+
+#[test]
+fn a_panic_inside_the_hook_still_exits_0_and_the_build_succeeds() {
+    let env = TestEnv::new("panic");
+    let scripts = tempfile::tempdir().unwrap();
+    let script = wrapping_hook(
+        scripts.path(),
+        "panicking",
+        &format!("NIX_LEDGER_HOOK_PANIC_FOR_TEST=1 exec {}", hook_bin()),
+    );
+    let out = env.graph_build_with_hook(2, &script, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NIX_LEDGER_HOOK_PANIC_FOR_TEST is set"),
+        "the panic happened and was caught"
+    );
+}
