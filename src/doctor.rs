@@ -324,8 +324,17 @@ pub fn render(report: &Report) -> String {
         };
         let _ = writeln!(out, "[{mark}] {}: {}", check.name, check.detail);
     }
-    for drv in &report.unrecorded_builds {
+    const SHOWN: usize = 5;
+    for drv in report.unrecorded_builds.iter().take(SHOWN) {
         let _ = writeln!(out, "       unrecorded: {drv}");
+    }
+    if report.unrecorded_count > SHOWN {
+        let _ = writeln!(
+            out,
+            "       … and {} more (`nix-ledger doctor --json` lists the newest {})",
+            report.unrecorded_count - SHOWN,
+            report.unrecorded_builds.len()
+        );
     }
     let _ = writeln!(
         out,
