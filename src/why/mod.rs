@@ -338,7 +338,9 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
     let mut rebuilt = 0usize;
     for drv in built_drvs {
         let name = derivation_name(ledger, &mut loader, drv)?;
-        let Some((old, at)) = previous_build(ledger, &name, drv, None)? else {
+        // Earlier than this build: a later build of the name is no reason for this one.
+        let built_at = last_built(ledger, drv)?;
+        let Some((old, at)) = previous_build(ledger, &name, drv, built_at)? else {
             continue;
         };
         rebuilt += 1;

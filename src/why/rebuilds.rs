@@ -89,30 +89,31 @@ pub fn rebuilds(ledger: &Ledger, since_ms: i64) -> Result<RebuildsReport> {
         let old_outputs = verdict::latest_outputs(conn, &old).map_err(|e| ledger.err(e))?;
         let identical = verdict::outputs_identical(conn, &new_outputs, &old_outputs)
             .map_err(|e| ledger.err(e))?;
-        let (kind, detail) = if identical == Some(true) {
-            (
-                VerdictKind::NoOp,
-                String::from("outputs identical to the previous build's"),
-            )
-        } else {
-            if loader.get(&drv)?.is_none() || loader.get(&old)?.is_none() {
-                continue;
-            }
+        // Avoidable first, as `why` judges: it comes with advice on what to filter.
+        let mut avoidable_files: Option<Vec<String>> = None;
+        if loader.get(&drv)?.is_some() && loader.get(&old)?.is_some() {
             let why = report(ledger, &mut loader, &drv, &old, name.clone(), Some(at))?;
             let all_avoidable = !why.root_causes.is_empty()
                 && why
                     .root_causes
                     .iter()
                     .all(|c| c.verdict.kind == VerdictKind::Avoidable);
-            if !all_avoidable {
-                continue;
+            if all_avoidable {
+                avoidable_files = Some(
+                    why.root_causes
+                        .iter()
+                        .flat_map(|c| c.verdict.files.iter().map(|f| format!("{}: {f}", c.name)))
+                        .collect(),
+                );
             }
-            let files: Vec<String> = why
-                .root_causes
-                .iter()
-                .flat_map(|c| c.verdict.files.iter().map(|f| format!("{}: {f}", c.name)))
-                .collect();
-            (VerdictKind::Avoidable, files.join(", "))
+        }
+        let (kind, detail) = match avoidable_files {
+            Some(files) => (VerdictKind::Avoidable, files.join(", ")),
+            None if identical == Some(true) => (
+                VerdictKind::NoOp,
+                String::from("outputs identical to the previous build's"),
+            ),
+            None => continue,
         };
         entries.push(RebuildEntry {
             build_id: id,

@@ -6,3 +6,4 @@ mod drv_corpus;
 mod hook;
 mod nix_module;
 mod util;
+mod why;
