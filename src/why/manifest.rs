@@ -384,7 +384,7 @@ pub fn load(conn: &Connection, path: &str) -> rusqlite::Result<Option<Manifest>>
 }
 
 /// How one path differs between two manifests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileChangeKind {
     Added,
@@ -440,6 +440,23 @@ pub fn diff(old: &[Entry], new: &[Entry]) -> Vec<FileChange> {
             _ => break,
         }
     }
+    // An added or removed directory with files in it says nothing its files do not.
+    let is_dir = |path: &str, side: &[Entry]| {
+        side.binary_search_by(|e| e.rel_path.as_str().cmp(path))
+            .ok()
+            .and_then(|i| side.get(i))
+            .is_some_and(|e| e.kind == EntryType::Directory)
+    };
+    let listed: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
+    changes.retain(|c| {
+        let side = match c.change {
+            FileChangeKind::Added => new,
+            FileChangeKind::Removed => old,
+            FileChangeKind::Modified => return true,
+        };
+        let prefix = format!("{}/", c.path);
+        !(is_dir(&c.path, side) && listed.iter().any(|p| p.starts_with(&prefix)))
+    });
     changes
 }
 
@@ -569,7 +586,63 @@ mod tests {
         );
         assert_eq!(changes[0].detail.as_deref(), Some("contents, 2 → 3 bytes"));
         assert_ne!(digest(&old), digest(&new));
+        // A new directory is named by its files; an empty one by itself.
+        write(new_dir.path(), ".github/ci.yml", b"on: push");
+        std::fs::create_dir(new_dir.path().join("empty")).unwrap();
+        let new = hash_tree(new_dir.path(), &[]).unwrap();
+        let paths: Vec<String> = diff(&old, &new).into_iter().map(|c| c.path).collect();
+        assert_eq!(
+            paths,
+            [
+                ".github/ci.yml",
+                "README.md",
+                "empty",
+                "gone.txt",
+                "new.txt"
+            ]
+        );
         assert!(diff(&old, &old).is_empty());
+    }
+
+    fn files(map: &std::collections::BTreeMap<String, u8>) -> Vec<Entry> {
+        map.iter()
+            .map(|(path, content)| Entry {
+                rel_path: path.clone(),
+                kind: EntryType::File,
+                size: 1,
+                executable: false,
+                blake3: Some(*blake3::hash(&[*content]).as_bytes()),
+                target: None,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn diff_reports_exactly_the_added_removed_and_modified_files(
+            old in proptest::collection::btree_map("[a-c]{1,2}(/[a-c]{1,2})?", 0u8..3, 0..12),
+            new in proptest::collection::btree_map("[a-c]{1,2}(/[a-c]{1,2})?", 0u8..3, 0..12),
+        ) {
+            let mut expected = Vec::new();
+            for (path, content) in &old {
+                match new.get(path) {
+                    None => expected.push((path.clone(), FileChangeKind::Removed)),
+                    Some(c) if c != content => expected.push((path.clone(), FileChangeKind::Modified)),
+                    Some(_) => {}
+                }
+            }
+            for path in new.keys().filter(|p| !old.contains_key(*p)) {
+                expected.push((path.clone(), FileChangeKind::Added));
+            }
+            expected.sort();
+            let mut got: Vec<(String, FileChangeKind)> = diff(&files(&old), &files(&new))
+                .into_iter()
+                .map(|c| (c.path, c.change))
+                .collect();
+            got.sort();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert_eq!(digest(&files(&old)) == digest(&files(&new)), old == new);
+        }
     }
 
     #[test]

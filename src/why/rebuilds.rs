@@ -102,13 +102,13 @@ pub fn rebuilds(ledger: &Ledger, since_ms: i64) -> Result<RebuildsReport> {
                 avoidable_files = Some(
                     why.root_causes
                         .iter()
-                        .flat_map(|c| c.verdict.files.iter().map(|f| format!("{}: {f}", c.name)))
+                        .map(|c| format!("{}: {}", c.name, c.verdict.files.join(", ")))
                         .collect(),
                 );
             }
         }
         let (kind, detail) = match avoidable_files {
-            Some(files) => (VerdictKind::Avoidable, files.join(", ")),
+            Some(files) => (VerdictKind::Avoidable, files.join("; ")),
             None if identical == Some(true) => (
                 VerdictKind::NoOp,
                 String::from("outputs identical to the previous build's"),
