@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use nix_ledger::ledger::{ingest, Ledger};
 use nix_ledger::paths::Layout;
 use nix_ledger::report::{self, HistoryFilter};
+use nix_ledger::why;
 
 /// Records every Nix build: timing, memory, why it rebuilt, what to keep.
 #[derive(Debug, Parser)]
@@ -49,6 +50,28 @@ enum Command {
     },
     /// Move new hook records from the spools into the ledger (every command does this first).
     Ingest {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why TARGET rebuilt: the root causes against an earlier build (see docs/why.md).
+    Why {
+        /// A .drv, an output path, a .nix file (with -A) or a flake reference.
+        target: String,
+        /// The attribute of a .nix TARGET to instantiate.
+        #[arg(short = 'A', long = "attr")]
+        attr: Option<String>,
+        /// Compare with this .drv or output path instead of the latest recorded build of
+        /// a different derivation of the same name.
+        #[arg(long)]
+        against: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Avoidable and no-op rebuilds, and the time they wasted.
+    Rebuilds {
+        /// Only rebuilds in this period before now (7d, 24h, 90m, "2 weeks").
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -102,6 +125,34 @@ pub fn run() -> Result<ExitCode> {
                     "ingested: {} new, {} merged with wrapper records, {} already present, {} skipped\n",
                     done.recorded, done.merged, done.already_present, done.skipped
                 ))?;
+            }
+        }
+        Command::Why {
+            target,
+            attr,
+            against,
+            json,
+        } => {
+            let ledger = open_and_ingest(&layout)?;
+            let new = why::resolve_target(&ledger, &target, attr.as_deref())?;
+            let old = against
+                .map(|a| why::resolve_target(&ledger, &a, None))
+                .transpose()?;
+            let answer = why::why(&ledger, &new, old.as_deref())?;
+            if json {
+                print_json(&answer)?;
+            } else {
+                print_text(&why::render::report(&answer))?;
+            }
+        }
+        Command::Rebuilds { since, json } => {
+            let since_ms = why::rebuilds::since_ms(since.as_deref())?;
+            let ledger = open_and_ingest(&layout)?;
+            let listed = why::rebuilds::rebuilds(&ledger, since_ms)?;
+            if json {
+                print_json(&listed)?;
+            } else {
+                print_text(&why::render::rebuilds(&listed))?;
             }
         }
         Command::Doctor { json } => {

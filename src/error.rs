@@ -44,6 +44,10 @@ pub enum Error {
     },
     #[error("{program} failed: {message}")]
     Command { program: String, message: String },
+    #[error("{target}: {reason}")]
+    BadTarget { target: String, reason: String },
+    #[error("{input}: not a duration (try 7d, 24h, 90m or \"2 weeks\")")]
+    BadDuration { input: String },
     #[error("no home directory: set HOME, XDG_STATE_HOME or NIX_LEDGER_HOME")]
     NoHome,
 }
@@ -56,9 +60,12 @@ impl Error {
     /// 1 for everything else (I/O, database, Nix).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::QueryRefused(_) | Error::Sql(_) | Error::NotStorePath(_) | Error::Drv { .. } => {
-                2
-            }
+            Error::QueryRefused(_)
+            | Error::Sql(_)
+            | Error::NotStorePath(_)
+            | Error::Drv { .. }
+            | Error::BadTarget { .. }
+            | Error::BadDuration { .. } => 2,
             Error::NotFound(_) => 3,
             _ => 1,
         }

@@ -8,7 +8,8 @@
 //!
 //! Enrichment happens here, off the hook's path: name and system from the .drv, build
 //! start and end from the build log's birth and modification times, output sizes and
-//! origin from the Nix store database.
+//! origin from the Nix store database, and what `why` needs later (the closure's .drv
+//! files and manifests of sources and outputs, see [`crate::why::remember`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -265,6 +266,7 @@ fn ingest_line(
     }
 
     let recorded = record::record_build(tx, &rec)?;
+    crate::why::remember(tx, &hook.drv, &rec.outputs)?;
     if let Some(note) = &hook.note {
         note_problem(
             tx,

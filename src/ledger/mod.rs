@@ -17,7 +17,10 @@ use rusqlite::{Connection, OpenFlags};
 use crate::{Error, Result};
 
 /// The migrations in order; index + 1 is the schema version each one produces.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_manifests.sql"),
+];
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

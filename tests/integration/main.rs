@@ -7,3 +7,4 @@ mod hook;
 mod multi_user;
 mod nix_module;
 mod util;
+mod why;

@@ -136,6 +136,39 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// `nix-build FILE ARGS` with the real hook, recording into this environment.
+    pub fn nix_build(&self, file: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new("nix-build");
+        cmd.arg(file)
+            .args(["--no-out-link", "--option", "substituters", ""])
+            .args(["--option", "post-build-hook", hook_bin()])
+            .args(args)
+            .env("NIX_LEDGER_HOME", self.home());
+        cmd
+    }
+
+    /// `nix-ledger ARGS --json`, which must succeed, parsed.
+    pub fn ledger_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        serde_json::from_str(&self.ledger_ok(&all)).unwrap()
+    }
+}
+
+/// `nix-instantiate FILE ARGS`: the one .drv it prints.
+pub fn instantiate(file: &Path, args: &[&str]) -> String {
+    let out = run_ok(Command::new("nix-instantiate").arg(file).args(args).args([
+        "--option",
+        "substituters",
+        "",
+    ]));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let drvs: Vec<&str> = text.lines().collect();
+    assert_eq!(drvs.len(), 1, "{text}");
+    drvs[0].to_string()
+}
+
 /// Runs a command that must succeed.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap();
