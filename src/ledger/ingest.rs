@@ -30,6 +30,10 @@ use crate::{paths, Error, Result};
 const BATCH_LINES: usize = 2_000;
 /// How much of the spool is read at once.
 const READ_CHUNK: usize = 4 << 20;
+/// A hook line is a few hundred bytes. A run this long without a newline is damage (or
+/// the zero-filled hole of a preallocated file): it is skipped as one line rather than
+/// held in memory, and ingest moves past it.
+const MAX_LINE: usize = 1 << 20;
 
 /// What one ingest did, per spool and in total.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -135,17 +139,40 @@ pub fn ingest_spool(
     let db_err = |e| Error::ledger(&ledger_file, e);
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; READ_CHUNK];
+    // Where a run longer than MAX_LINE without a newline began, while skipping it.
+    let mut oversized_from: Option<u64> = None;
     loop {
         let n = file.read(&mut chunk).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
         if n == 0 {
+            if let Some(start) = oversized_from.take() {
+                skip_oversized(ledger, &spool_path, &file_id, &spool_key, start, offset)?;
+                report.skipped += 1;
+            }
             break;
         }
         pending.extend_from_slice(&chunk[..n]);
+        if let Some(start) = oversized_from {
+            let Some(newline) = pending.iter().position(|&b| b == b'\n') else {
+                offset += pending.len() as u64;
+                pending.clear();
+                continue;
+            };
+            offset += newline as u64 + 1;
+            pending.drain(..=newline);
+            skip_oversized(ledger, &spool_path, &file_id, &spool_key, start, offset)?;
+            report.skipped += 1;
+            oversized_from = None;
+        }
         // Only whole lines: a line without its newline may still be being written.
         let Some(last_newline) = pending.iter().rposition(|&b| b == b'\n') else {
+            if pending.len() > MAX_LINE {
+                oversized_from = Some(offset);
+                offset += pending.len() as u64;
+                pending.clear();
+            }
             continue;
         };
         let complete: Vec<u8> = pending.drain(..=last_newline).collect();
@@ -179,23 +206,13 @@ pub fn ingest_spool(
                 .last()
                 .map(|&(o, l)| o + l.len() as u64 + 1)
                 .unwrap_or(offset);
-            tx.execute(
-                "INSERT INTO spool_state (spool_path, file_id, offset, lines_ingested, lines_skipped, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (spool_path) DO UPDATE SET
-                     lines_ingested = CASE WHEN spool_state.file_id = excluded.file_id
-                         THEN spool_state.lines_ingested + excluded.lines_ingested ELSE excluded.lines_ingested END,
-                     lines_skipped = CASE WHEN spool_state.file_id = excluded.file_id
-                         THEN spool_state.lines_skipped + excluded.lines_skipped ELSE excluded.lines_skipped END,
-                     file_id = excluded.file_id, offset = excluded.offset, updated_ms = excluded.updated_ms",
-                params![
-                    spool_path,
-                    file_id,
-                    end as i64,
-                    batch.len() as i64 - skipped as i64,
-                    skipped as i64,
-                    now_ms()
-                ],
+            save_progress(
+                &tx,
+                &spool_path,
+                &file_id,
+                end,
+                batch.len() as u64 - skipped,
+                skipped,
             )
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
@@ -203,6 +220,52 @@ pub fn ingest_spool(
         offset += complete.len() as u64;
     }
     Ok(report)
+}
+
+/// Records where this spool has been ingested to, with the lines the batch ingested and
+/// skipped, in the batch's own transaction.
+fn save_progress(
+    tx: &Transaction<'_>,
+    spool_path: &str,
+    file_id: &str,
+    end: u64,
+    ingested: u64,
+    skipped: u64,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO spool_state (spool_path, file_id, offset, lines_ingested, lines_skipped, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (spool_path) DO UPDATE SET
+             lines_ingested = CASE WHEN spool_state.file_id = excluded.file_id
+                 THEN spool_state.lines_ingested + excluded.lines_ingested ELSE excluded.lines_ingested END,
+             lines_skipped = CASE WHEN spool_state.file_id = excluded.file_id
+                 THEN spool_state.lines_skipped + excluded.lines_skipped ELSE excluded.lines_skipped END,
+             file_id = excluded.file_id, offset = excluded.offset, updated_ms = excluded.updated_ms",
+        params![spool_path, file_id, end as i64, ingested as i64, skipped as i64, now_ms()],
+    )?;
+    Ok(())
+}
+
+/// Notes a run of more than [`MAX_LINE`] bytes without a newline, from `start` to `end`,
+/// as one skipped line, and moves the spool's offset past it.
+fn skip_oversized(
+    ledger: &mut Ledger,
+    spool_path: &str,
+    file_id: &str,
+    spool_key: &str,
+    start: u64,
+    end: u64,
+) -> Result<()> {
+    let ledger_file = ledger.path().to_path_buf();
+    let db_err = |e| Error::ledger(&ledger_file, e);
+    let tx = ledger.conn_mut().transaction().map_err(db_err)?;
+    let reason = format!(
+        "{} bytes without a newline (damage, or a preallocated hole in the spool)",
+        end - start
+    );
+    note_problem(&tx, spool_key, start as i64, &reason, b"").map_err(db_err)?;
+    save_progress(&tx, spool_path, file_id, end, 0, 1).map_err(db_err)?;
+    tx.commit().map_err(db_err)
 }
 
 enum LineError {

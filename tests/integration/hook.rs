@@ -260,9 +260,11 @@ fn an_unwritable_spool_never_fails_the_build_and_doctor_finds_the_lost_builds() 
 #[test]
 fn a_file_size_limit_never_fails_the_build_and_records_are_recovered() {
     let env = TestEnv::new("ulimit");
-    // 20 MiB: far above what Nix itself writes here, just below the spool's size, so the
-    // hook's first write is cut short and the rest fail with EFBIG (SIGXFSZ ignored).
-    let limit_blocks = 40_960u64;
+    // 512 MiB: far above any file Nix writes (its database's WAL reached 20 MiB on a busy
+    // machine and failed nix-build itself at a 20 MiB limit), and just above the spool,
+    // made that large as a sparse file, so the hook's first write is cut short and the
+    // rest fail with EFBIG (SIGXFSZ is ignored). Sizes are in dash's 512-byte blocks.
+    let limit_blocks = 1_048_576u64;
     let spool = std::fs::File::create(env.spool()).unwrap();
     spool.set_len(limit_blocks * 512 - 40).unwrap();
     drop(spool);
@@ -298,6 +300,16 @@ fn a_file_size_limit_never_fails_the_build_and_records_are_recovered() {
     assert!(
         doctor.contains("6 builds could not be written to the spool"),
         "{doctor}"
+    );
+    // The hole and the cut-off line are one oversized "line", skipped once, not re-read.
+    assert!(
+        doctor.contains("1 × 536870912 bytes without a newline"),
+        "{doctor}"
+    );
+    let again: Value = serde_json::from_str(&env.ledger_ok(&["ingest", "--json"])).unwrap();
+    assert_eq!(
+        (again["recorded"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(0))
     );
 }
 
