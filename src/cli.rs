@@ -20,6 +20,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// `nix build ARGS…` with live progress, recorded in the ledger (exit status is Nix's).
+    #[command(disable_help_flag = true)]
+    Build {
+        /// Passed to `nix build` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Recent builds, newest first.
     History {
         /// At most this many builds.
@@ -64,6 +71,17 @@ pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let layout = Layout::from_env()?;
     match cli.command {
+        Command::Build { args } => {
+            let outcome = nix_ledger::wrapper::run(
+                &layout,
+                &nix_ledger::wrapper::Request {
+                    kind: "build".into(),
+                    args,
+                },
+            )?;
+            eprint!("{}", outcome.summary.render());
+            return Ok(exit_code(outcome.exit_code));
+        }
         Command::History { limit, name, json } => {
             let ledger = open_and_ingest(&layout)?;
             let builds = report::history(&ledger, &HistoryFilter { limit, name })?;
@@ -141,4 +159,9 @@ fn print_text(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A process exit status as `ExitCode` (statuses above 255 cannot happen on Unix).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -44,6 +44,10 @@ pub enum Error {
     },
     #[error("{program} failed: {message}")]
     Command { program: String, message: String },
+    #[error("cannot set up the wrapper's event loop: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Usage(String),
     #[error("no home directory: set HOME, XDG_STATE_HOME or NIX_LEDGER_HOME")]
     NoHome,
 }
@@ -56,9 +60,11 @@ impl Error {
     /// 1 for everything else (I/O, database, Nix).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::QueryRefused(_) | Error::Sql(_) | Error::NotStorePath(_) | Error::Drv { .. } => {
-                2
-            }
+            Error::QueryRefused(_)
+            | Error::Usage(_)
+            | Error::Sql(_)
+            | Error::NotStorePath(_)
+            | Error::Drv { .. } => 2,
             Error::NotFound(_) => 3,
             _ => 1,
         }

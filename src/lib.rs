@@ -10,6 +10,7 @@
 //! - [`report`]: listing and showing what the ledger knows (`history`, `show`, `query`).
 //! - [`doctor`]: checks of the installation and of lost records.
 //! - [`paths`]: where the ledger and the spools live.
+//! - [`wrapper`]: `nix-ledger build`, the recorded `nix build` with live progress.
 
 pub mod doctor;
 pub mod error;
@@ -20,5 +21,6 @@ pub mod paths;
 pub mod report;
 pub mod spool;
 pub mod timefmt;
+pub mod wrapper;
 
 pub use error::{Error, Result};

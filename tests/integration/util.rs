@@ -89,7 +89,11 @@ impl TestEnv {
     /// `nix-ledger history --json`, parsed.
     pub fn history(&self) -> Vec<Value> {
         let text = self.ledger_ok(&["history", "--json"]);
-        serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone()
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// A `nix-build` of the example graph with the real hook, salted for this test.
@@ -119,7 +123,11 @@ impl TestEnv {
             .args(extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()
@@ -142,10 +150,12 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// `nix show-derivation` of one .drv: its outputs' names and paths.
 pub fn drv_outputs(drv: &str) -> Vec<(String, String)> {
-    let out = run_ok(
-        Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "show-derivation", drv]),
-    );
+    let out = run_ok(Command::new("nix").args([
+        "--extra-experimental-features",
+        "nix-command",
+        "show-derivation",
+        drv,
+    ]));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     let outputs = json[drv]["outputs"].as_object().unwrap();
     let mut list: Vec<(String, String)> = outputs
