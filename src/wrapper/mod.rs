@@ -234,12 +234,6 @@ impl Supervisor {
                 None
             }
             Some(Notice::Started(id)) => Some(id),
-            Some(Notice::Stopped(index)) => {
-                if let Some(build) = self.state.finished.get_mut(index) {
-                    build.usage = self.sampler.finish(&build.drv_path);
-                }
-                None
-            }
             Some(Notice::HookLine(line)) => {
                 self.progress.hook_line(line);
                 None
@@ -256,6 +250,11 @@ impl Supervisor {
                 build.expected_ms = session::expected_ms(&self.ledger, &build.name);
             }
             self.progress.tick(&self.state, now);
+        }
+        for index in std::mem::take(&mut self.state.stopped) {
+            if let Some(build) = self.state.finished.get_mut(index) {
+                build.usage = self.sampler.finish(&build.drv_path);
+            }
         }
         self.show_settled();
     }
@@ -344,7 +343,7 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         message: "no stderr pipe".into(),
     })?;
     let mut sup = Supervisor {
-        state: State::default(),
+        state: State::new(&State::default_build_root()),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
         sampler: Sampler::start(),
         ledger,

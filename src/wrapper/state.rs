@@ -2,7 +2,8 @@
 //! progress counters Nix reports. Fed one event at a time; knows nothing of rendering
 //! or the ledger.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::events::{activity, result, Event, Field};
@@ -108,21 +109,13 @@ pub struct Counts {
 #[derive(Debug)]
 pub enum Notice<'a> {
     Started(u64),
-    LogLine {
-        name: &'a str,
-        line: &'a str,
-    },
+    LogLine { name: &'a str, line: &'a str },
     HookLine(&'a str),
-    Message {
-        level: u64,
-        text: &'a str,
-    },
-    /// A build stopped; its index in [`State::finished`].
-    Stopped(usize),
+    Message { level: u64, text: &'a str },
 }
 
 /// Everything the stream has said so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct State {
     /// Activity id → activity type, for routing results.
     activity_types: HashMap<u64, u64>,
@@ -138,6 +131,13 @@ pub struct State {
     pub interrupted_ms: Option<i64>,
     /// Indices into `finished` of builds whose outcome became known, for the renderer.
     pub settled: Vec<usize>,
+    /// Indices into `finished` of builds that just stopped, for the sampler.
+    pub stopped: Vec<usize>,
+    /// Builds taken out of `running` by any sign of their end, to compare with Nix's
+    /// done + failed counters.
+    accounted: u64,
+    /// Where Nix creates build directories (its `TMPDIR`, else `/tmp`).
+    build_root: PathBuf,
 }
 
 impl State {
@@ -149,7 +149,7 @@ impl State {
         now_ms: i64,
     ) -> Option<Notice<'s>> {
         match event {
-            Event::Result { id, ty, fields } => self.result(*id, *ty, fields),
+            Event::Result { id, ty, fields } => self.result(*id, *ty, fields, now_ms),
             Event::Start { id, ty, fields, .. } => {
                 self.activity_types.insert(*id, *ty);
                 match *ty {
@@ -176,6 +176,19 @@ impl State {
                         );
                         Some(Notice::Started(*id))
                     }
+                    activity::POST_BUILD_HOOK => {
+                        // The hook runs only after a successful build: that build is done.
+                        if let Some(drv) = fields.first().and_then(Field::as_str) {
+                            if let Some(id) = self.running_id(drv) {
+                                self.finish(id, now_ms, Status::Built);
+                                if let Some(b) = self.finished.last_mut() {
+                                    b.pending = false;
+                                    self.settled.push(self.finished.len() - 1);
+                                }
+                            }
+                        }
+                        None
+                    }
                     activity::SUBSTITUTE => {
                         if let Some(path) = fields.first().and_then(Field::as_str) {
                             self.substituting.insert(*id, (path.to_string(), now_ms));
@@ -194,33 +207,14 @@ impl State {
                         finished_ms: now_ms,
                     });
                 }
-                let build = self.running.remove(id)?;
-                let interrupted = self.interrupted_ms.is_some();
-                if interrupted {
-                    self.settled.push(self.finished.len());
+                if self.running.contains_key(id) {
+                    self.finish(*id, now_ms, Status::Built);
                 }
-                self.finished.push(FinishedBuild {
-                    drv_path: build.drv_path,
-                    name: build.name,
-                    machine: build.machine,
-                    started_ms: build.started_ms,
-                    finished_ms: now_ms,
-                    log_lines: build.log_lines,
-                    tail: build.tail,
-                    status: if interrupted {
-                        Status::Failed
-                    } else {
-                        Status::Built
-                    },
-                    pending: !interrupted,
-                    interrupted,
-                    usage: None,
-                });
-                Some(Notice::Stopped(self.finished.len() - 1))
+                None
             }
             Event::Msg { level, msg } => {
                 if *level == 0 {
-                    self.mark_failures(msg);
+                    self.mark_failures(msg, now_ms);
                 }
                 Some(Notice::Message {
                     level: *level,
@@ -231,7 +225,13 @@ impl State {
         }
     }
 
-    fn result<'s>(&'s mut self, id: u64, ty: u64, fields: &'s [Field<'_>]) -> Option<Notice<'s>> {
+    fn result<'s>(
+        &'s mut self,
+        id: u64,
+        ty: u64,
+        fields: &'s [Field<'_>],
+        now_ms: i64,
+    ) -> Option<Notice<'s>> {
         match ty {
             result::BUILD_LOG_LINE => {
                 let line = fields.first().and_then(Field::as_str)?;
@@ -253,6 +253,20 @@ impl State {
                 }
                 None
             }
+            result::PROGRESS if self.activity_types.get(&id) == Some(&activity::BUILDS) => {
+                let n = |i: usize| fields.get(i).and_then(Field::as_u64).unwrap_or(0);
+                self.builds = Counts {
+                    done: n(0),
+                    expected: n(1),
+                    running: n(2),
+                    failed: n(3),
+                };
+                let ended = self.builds.done + self.builds.failed;
+                if ended > self.accounted {
+                    self.finish_vanished(ended - self.accounted, now_ms);
+                }
+                None
+            }
             result::PROGRESS => {
                 let n = |i: usize| fields.get(i).and_then(Field::as_u64).unwrap_or(0);
                 let counts = Counts {
@@ -262,7 +276,6 @@ impl State {
                     failed: n(3),
                 };
                 match self.activity_types.get(&id).copied() {
-                    Some(activity::BUILDS) => self.builds = counts,
                     Some(activity::COPY_PATHS) => self.downloads = counts,
                     Some(activity::FILE_TRANSFER) => {
                         self.transfer_bytes.insert(id, counts.done);
@@ -278,8 +291,17 @@ impl State {
         }
     }
 
-    /// An error message naming a build that ran marks it failed.
-    fn mark_failures(&mut self, msg: &str) {
+    /// An error message naming a build marks it failed (and ends it, if it was running).
+    fn mark_failures(&mut self, msg: &str, now_ms: i64) {
+        let running: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(_, b)| msg.contains(b.drv_path.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in running {
+            self.finish(id, now_ms, Status::Built);
+        }
         let mut settled = Vec::new();
         for (i, build) in self.finished.iter_mut().enumerate().rev().take(64) {
             if build.status == Status::Built && msg.contains(build.drv_path.as_str()) {
@@ -291,6 +313,61 @@ impl State {
         self.settled.extend(settled);
     }
 
+    fn running_id(&self, drv_path: &str) -> Option<u64> {
+        self.running
+            .iter()
+            .find(|(_, b)| b.drv_path == drv_path)
+            .map(|(id, _)| *id)
+    }
+
+    /// Moves a running build to `finished` (pending its failure grace unless interrupted).
+    fn finish(&mut self, id: u64, now_ms: i64, status: Status) {
+        let Some(build) = self.running.remove(&id) else {
+            return;
+        };
+        self.accounted += 1;
+        let interrupted = self.interrupted_ms.is_some();
+        let index = self.finished.len();
+        if interrupted {
+            self.settled.push(index);
+        }
+        self.stopped.push(index);
+        self.finished.push(FinishedBuild {
+            drv_path: build.drv_path,
+            name: build.name,
+            machine: build.machine,
+            started_ms: build.started_ms,
+            finished_ms: now_ms,
+            log_lines: build.log_lines,
+            tail: build.tail,
+            status: if interrupted { Status::Failed } else { status },
+            pending: !interrupted,
+            interrupted,
+            usage: None,
+        });
+    }
+
+    /// Nix 2.8 stops a build's activity only when the whole command ends; that a build
+    /// ended shows in the done/failed counters, not which one. Nix deletes a build's
+    /// directory before counting it, so the `count` builds that ended are the running
+    /// local builds whose directory is gone (oldest first), then the oldest remote ones.
+    fn finish_vanished(&mut self, count: u64, now_ms: i64) {
+        let present = build_dirs(&self.build_root);
+        let mut local: Vec<(Instant, u64)> = Vec::new();
+        let mut remote: Vec<(Instant, u64)> = Vec::new();
+        for (id, b) in &self.running {
+            if b.machine.is_some() {
+                remote.push((b.started, *id));
+            } else if !present.contains(&format!("nix-build-{}.drv", b.name)) {
+                local.push((b.started, *id));
+            }
+        }
+        local.sort();
+        remote.sort();
+        for (_, id) in local.into_iter().chain(remote).take(count as usize) {
+            self.finish(id, now_ms, Status::Built);
+        }
+    }
     /// Builds whose failure grace has passed by `now_ms` (or all, at the end) are taken
     /// as built and queued in [`State::settled`].
     pub fn settle(&mut self, now_ms: i64, all: bool) {
@@ -300,6 +377,34 @@ impl State {
                 self.settled.push(i);
             }
         }
+    }
+
+    /// A state for a Nix that creates its build directories under `build_root`.
+    pub fn new(build_root: &Path) -> State {
+        State {
+            activity_types: HashMap::new(),
+            running: HashMap::new(),
+            finished: Vec::new(),
+            substituting: HashMap::new(),
+            substituted: Vec::new(),
+            builds: Counts::default(),
+            downloads: Counts::default(),
+            transfer_bytes: HashMap::new(),
+            copy_bytes: HashMap::new(),
+            interrupted_ms: None,
+            settled: Vec::new(),
+            stopped: Vec::new(),
+            accounted: 0,
+            build_root: build_root.to_path_buf(),
+        }
+    }
+
+    /// Where this Nix process creates build directories: `$TMPDIR`, else `/tmp`.
+    pub fn default_build_root() -> PathBuf {
+        std::env::var_os("TMPDIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"))
     }
 
     /// Builds still running when the stream ended (Nix was killed): recorded as failed.
@@ -334,6 +439,23 @@ impl State {
     }
 }
 
+/// The build directories under `root`, without their `-<n>` suffix: `nix-build-x.drv`.
+fn build_dirs(root: &Path) -> HashSet<String> {
+    let Ok(dir) = std::fs::read_dir(root) else {
+        return HashSet::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if !name.starts_with("nix-build-") {
+                return None;
+            }
+            let (base, _) = name.rsplit_once('-')?;
+            Some(base.to_string())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::events::{parse_line, Line};
@@ -350,7 +472,7 @@ mod tests {
 
     #[test]
     fn a_build_is_timed_from_start_to_stop_and_counts_its_log() {
-        let mut s = State::default();
+        let mut s = State::new(Path::new("/nonexistent"));
         feed(
             &mut s,
             r#"@nix {"action":"start","id":1,"type":104,"fields":[],"text":"","level":0,"parent":0}"#,
@@ -385,25 +507,68 @@ mod tests {
                 failed: 0
             }
         );
+        // Nix 2.8 stops the activity only at the very end: the done counter says when
+        // the (remote, so directory-less) build ended.
         let b = &s.finished[0];
         assert_eq!(
             (b.name.as_str(), b.duration_ms(), b.log_lines),
-            ("t-a", 2_000, 30)
+            ("t-a", 900, 30)
         );
         assert_eq!(b.machine.as_deref(), Some("ssh://b"));
         assert_eq!(b.tail.lines().count(), TAIL_LINES);
         assert_eq!(b.tail.lines().last(), Some("line 29"));
         assert!(b.pending);
-        s.settle(3_500, false);
+        assert_eq!(s.finished.len(), 1);
+        s.settle(2_500, false);
         assert!(s.settled.is_empty());
-        s.settle(4_000, false);
+        s.settle(2_900, false);
         assert_eq!(s.settled, vec![0]);
         assert_eq!(s.finished[0].status, Status::Built);
     }
 
     #[test]
+    fn a_build_whose_directory_still_exists_is_not_the_one_that_ended() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("nix-build-t-b.drv-0")).unwrap();
+        let mut s = State::new(root.path());
+        let b = DRV.replace("t-a", "t-b");
+        feed(
+            &mut s,
+            r#"@nix {"action":"start","id":1,"type":104,"fields":[],"text":"","level":0,"parent":0}"#,
+            0,
+        );
+        feed(
+            &mut s,
+            &format!(
+                r#"@nix {{"action":"start","id":2,"type":105,"fields":["{DRV}","",1,1],"text":"","level":3,"parent":1}}"#
+            ),
+            0,
+        );
+        feed(
+            &mut s,
+            &format!(
+                r#"@nix {{"action":"start","id":3,"type":105,"fields":["{b}","",1,1],"text":"","level":3,"parent":1}}"#
+            ),
+            0,
+        );
+        feed(
+            &mut s,
+            r#"@nix {"action":"result","id":1,"type":105,"fields":[1,2,1,0]}"#,
+            500,
+        );
+        assert_eq!(s.finished.len(), 1);
+        assert_eq!(s.finished[0].name, "t-a");
+        assert_eq!(s.running.len(), 1);
+        // The real stops at the end change nothing for the build already ended.
+        feed(&mut s, r#"@nix {"action":"stop","id":2}"#, 9_000);
+        feed(&mut s, r#"@nix {"action":"stop","id":3}"#, 9_000);
+        assert_eq!(s.finished[0].finished_ms, 500);
+        assert_eq!(s.finished[1].finished_ms, 9_000);
+    }
+
+    #[test]
     fn an_error_message_naming_a_stopped_build_marks_it_failed() {
-        let mut s = State::default();
+        let mut s = State::new(Path::new("/nonexistent"));
         feed(
             &mut s,
             &format!(
@@ -427,7 +592,7 @@ mod tests {
 
     #[test]
     fn substitutions_and_download_bytes_are_counted() {
-        let mut s = State::default();
+        let mut s = State::new(Path::new("/nonexistent"));
         feed(
             &mut s,
             r#"@nix {"action":"start","id":7,"type":108,"fields":["/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-x","file:///c"],"text":"","level":4,"parent":0}"#,
