@@ -350,24 +350,39 @@ impl State {
     /// Nix 2.8 stops a build's activity only when the whole command ends; that a build
     /// ended shows in the done/failed counters, not which one. Nix deletes a build's
     /// directory before counting it, so the `count` builds that ended are the running
-    /// local builds whose directory is gone (oldest first), then the oldest remote ones.
+    /// local builds whose directory is gone (oldest first), then the oldest remote ones,
+    /// then the oldest others.
     fn finish_vanished(&mut self, count: u64, now_ms: i64) {
         let present = build_dirs(&self.build_root);
-        let mut local: Vec<(Instant, u64)> = Vec::new();
+        let mut gone: Vec<(Instant, u64)> = Vec::new();
         let mut remote: Vec<(Instant, u64)> = Vec::new();
+        let mut still_there: Vec<(Instant, u64)> = Vec::new();
         for (id, b) in &self.running {
             if b.machine.is_some() {
                 remote.push((b.started, *id));
-            } else if !present.contains(&format!("nix-build-{}.drv", b.name)) {
-                local.push((b.started, *id));
+            } else if present.contains(&format!("nix-build-{}.drv", b.name)) {
+                // Another build of the same name (another Nix process) may hold a
+                // directory of that name: only a last resort.
+                still_there.push((b.started, *id));
+            } else {
+                gone.push((b.started, *id));
             }
         }
-        local.sort();
+        gone.sort();
         remote.sort();
-        for (_, id) in local.into_iter().chain(remote).take(count as usize) {
+        still_there.sort();
+        let ended: Vec<u64> = gone
+            .into_iter()
+            .chain(remote)
+            .chain(still_there)
+            .take(count as usize)
+            .map(|(_, id)| id)
+            .collect();
+        for id in ended {
             self.finish(id, now_ms, Status::Built);
         }
     }
+
     /// Builds whose failure grace has passed by `now_ms` (or all, at the end) are taken
     /// as built and queued in [`State::settled`].
     pub fn settle(&mut self, now_ms: i64, all: bool) {

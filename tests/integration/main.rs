@@ -3,3 +3,4 @@
 //! `NIX_LEDGER_HOME` with salted derivations so that Nix really builds.
 
 mod util;
+mod wrapper;
