@@ -10,6 +10,7 @@
 //! - [`report`]: listing and showing what the ledger knows (`history`, `show`, `query`).
 //! - [`doctor`]: checks of the installation and of lost records.
 //! - [`paths`]: where the ledger and the spools live.
+//! - [`switch`]: `nix-ledger switch|boot|test|build-system`, for NixOS and nix-darwin.
 //! - [`wrapper`]: `nix-ledger build`, the recorded `nix build` with live progress.
 
 pub mod doctor;
@@ -20,6 +21,7 @@ pub mod nix;
 pub mod paths;
 pub mod report;
 pub mod spool;
+pub mod switch;
 pub mod timefmt;
 pub mod wrapper;
 

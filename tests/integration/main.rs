@@ -2,5 +2,6 @@
 //! `nix-ledger` and `nix-ledger-hook` binaries against the real Nix, each test in its own
 //! `NIX_LEDGER_HOME` with salted derivations so that Nix really builds.
 
+mod switch;
 mod util;
 mod wrapper;
