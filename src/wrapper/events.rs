@@ -138,6 +138,14 @@ pub enum Event<'a> {
     Stop {
         id: u64,
     },
+    /// A result carrying one line of text: a build log line (101) or a post-build-hook
+    /// line (107). Split from [`Event::Result`] because it is nearly every line of a
+    /// chatty build and needs no field list.
+    LogLine {
+        id: u64,
+        ty: u64,
+        line: Cow<'a, str>,
+    },
     Result {
         id: u64,
         ty: u64,
@@ -163,6 +171,9 @@ pub enum Line<'a> {
 
 /// Classifies and parses one stderr line (without its newline).
 pub fn parse_line(line: &[u8]) -> Line<'_> {
+    if let Some(event) = fast_log_line(line) {
+        return Line::Event(event);
+    }
     let Some(json) = line.strip_prefix(PREFIX) else {
         return Line::Plain;
     };
@@ -170,6 +181,53 @@ pub fn parse_line(line: &[u8]) -> Line<'_> {
         Ok(raw) => Line::Event(from_raw(raw)),
         Err(_) => Line::Malformed,
     }
+}
+
+fn is_line_result(ty: u64) -> bool {
+    ty == result::BUILD_LOG_LINE || ty == result::POST_BUILD_LOG_LINE
+}
+
+/// How Nix (nlohmann::json, keys sorted) writes a log line result:
+/// `@nix {"action":"result","fields":["TEXT"],"id":N,"type":101}`.
+const LOG_LINE_HEAD: &[u8] = br#"@nix {"action":"result","fields":[""#;
+const LOG_LINE_ID: &[u8] = br#""],"id":"#;
+const LOG_LINE_TYPE: &[u8] = br#","type":"#;
+
+/// Reads a log line result without a JSON parser when it has exactly the shape Nix
+/// writes and its text has no escapes; anything else is left to serde.
+fn fast_log_line(line: &[u8]) -> Option<Event<'_>> {
+    let rest = line.strip_prefix(LOG_LINE_HEAD)?;
+    // Without a backslash the first quote ends the string.
+    let end = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[end] != b'"' {
+        return None;
+    }
+    let text = std::str::from_utf8(&rest[..end]).ok()?;
+    let rest = rest[end..].strip_prefix(LOG_LINE_ID)?;
+    let (id, rest) = leading_number(rest)?;
+    let rest = rest.strip_prefix(LOG_LINE_TYPE)?;
+    let (ty, rest) = leading_number(rest)?;
+    if rest != b"}" || !is_line_result(ty) {
+        return None;
+    }
+    Some(Event::LogLine {
+        id,
+        ty,
+        line: Cow::Borrowed(text),
+    })
+}
+
+/// A decimal number at the start of `bytes`, and what follows it.
+fn leading_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in &bytes[..digits] {
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some((n, &bytes[digits..]))
 }
 
 fn from_raw(raw: Raw<'_>) -> Event<'_> {
@@ -183,11 +241,16 @@ fn from_raw(raw: Raw<'_>) -> Event<'_> {
             fields: raw.fields,
         },
         ("stop", Some(id)) => Event::Stop { id },
-        ("result", Some(id)) => Event::Result {
-            id,
-            ty: raw.ty.unwrap_or(0),
-            fields: raw.fields,
-        },
+        ("result", Some(id)) => {
+            let ty = raw.ty.unwrap_or(0);
+            let mut fields = raw.fields;
+            if is_line_result(ty) && fields.len() == 1 {
+                if let Some(Field::Str(line)) = fields.pop() {
+                    return Event::LogLine { id, ty, line };
+                }
+            }
+            Event::Result { id, ty, fields }
+        }
         ("msg", _) => Event::Msg {
             level: raw.level.unwrap_or(0),
             msg: raw.msg.unwrap_or(Cow::Borrowed("")),
@@ -239,12 +302,32 @@ mod tests {
             event(r#"@nix {"action":"result","fields":["a \"quoted\" line"],"id":123,"type":101}"#);
         assert_eq!(
             line,
-            Event::Result {
+            Event::LogLine {
                 id: 123,
                 ty: 101,
-                fields: vec![Field::Str(Cow::Owned("a \"quoted\" line".into()))]
+                line: Cow::Owned("a \"quoted\" line".into())
             }
         );
+        // The fast path (no escapes) and serde agree.
+        let plain = r#"@nix {"action":"result","fields":["checking for gcc... yes"],"id":96469260435460,"type":101}"#;
+        let expected = Event::LogLine {
+            id: 96469260435460,
+            ty: 101,
+            line: Cow::Borrowed("checking for gcc... yes"),
+        };
+        assert_eq!(fast_log_line(plain.as_bytes()), Some(expected.clone()));
+        assert_eq!(event(plain), expected);
+        let json = &plain.as_bytes()[PREFIX.len()..];
+        assert_eq!(from_raw(serde_json::from_slice(json).unwrap()), expected);
+        // Other shapes fall back to serde rather than being misread.
+        for odd in [
+            r#"@nix {"action":"result","fields":["x"],"id":1,"type":105}"#,
+            r#"@nix {"action":"result","fields":["x"],"id":1,"type":101,"more":1}"#,
+            r#"@nix {"action":"result","fields":["x","y"],"id":1,"type":101}"#,
+            r#"@nix {"action":"result","fields":["x\ty"],"id":1,"type":101}"#,
+        ] {
+            assert_eq!(fast_log_line(odd.as_bytes()), None, "{odd}");
+        }
         let progress = event(r#"@nix {"action":"result","fields":[3,10,2,0],"id":5,"type":105}"#);
         let Event::Result { fields, .. } = progress else {
             panic!()

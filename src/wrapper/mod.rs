@@ -24,10 +24,10 @@ pub mod state;
 pub mod summary;
 
 use std::ffi::{OsStr, OsString};
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::ledger::{ingest, now_ms, Ledger};
@@ -43,8 +43,6 @@ use summary::Summary;
 
 /// After forwarding an interrupt, how long Nix gets before the next, harsher signal.
 const ESCALATE_AFTER: Duration = Duration::from_secs(5);
-/// Nix's stderr is read in chunks of this size.
-const READ_BUFFER: usize = 256 << 10;
 
 /// One wrapped `nix build`.
 #[derive(Debug, Clone)]
@@ -213,10 +211,35 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn handle_line(&mut self, mut line: &[u8]) {
-        if let Some(stripped) = line.strip_suffix(b"\n") {
-            line = stripped;
+    /// Handles the whole lines of a chunk read from Nix's stderr (prefixed by the
+    /// unfinished line of the previous chunk), all stamped with the chunk's arrival.
+    fn handle_chunk(&mut self, partial: &mut Vec<u8>, chunk: &[u8]) {
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let mut rest = chunk;
+        if !partial.is_empty() {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => {
+                    partial.extend_from_slice(&rest[..end]);
+                    let line = std::mem::take(partial);
+                    self.handle_line(&line, now, now_ms);
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    partial.extend_from_slice(rest);
+                    return;
+                }
+            }
         }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.handle_line(&rest[..end], now, now_ms);
+            rest = &rest[end + 1..];
+        }
+        partial.extend_from_slice(rest);
+        self.progress.flush();
+    }
+
+    fn handle_line(&mut self, line: &[u8], now: Instant, now_ms: i64) {
         let event = match parse_line(line) {
             Line::Event(event) => event,
             Line::Plain | Line::Malformed => {
@@ -226,8 +249,7 @@ impl Supervisor {
                 return;
             }
         };
-        let now = Instant::now();
-        let notice = self.state.apply(&event, now, now_ms());
+        let notice = self.state.apply(&event, now, now_ms);
         let started = match notice {
             Some(Notice::LogLine { name, line }) => {
                 self.progress.log_line(name, line);
@@ -327,7 +349,7 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     // run beside the build instead of before it.
     let environment = std::thread::spawn(gather_environment);
 
-    let mut command = tokio::process::Command::from(nix.to_command());
+    let mut command = nix.to_command();
     command
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
@@ -337,11 +359,15 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         program: "nix".into(),
         source,
     })?;
-    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    let pgid = child.id() as i32;
     let stderr = child.stderr.take().ok_or_else(|| Error::Command {
         program: "nix".into(),
         message: "no stderr pipe".into(),
     })?;
+    let mut chunks = read_in_chunks(stderr);
+    // The exit status is awaited off the loop; it is taken only after stderr's end so
+    // that every line is read first.
+    let mut waiter = tokio::task::spawn_blocking(move || child.wait());
     let mut sup = Supervisor {
         state: State::new(&State::default_build_root()),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
@@ -357,8 +383,8 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     let mut ticker = tokio::time::interval(progress::REDRAW);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stderr);
-    let mut line = Vec::with_capacity(4096);
+    // Bytes of an unfinished last line, kept for the next chunk.
+    let mut partial: Vec<u8> = Vec::new();
     let mut eof = false;
     let status = loop {
         let escalate_at = sup.escalate_at;
@@ -374,29 +400,18 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
             _ = sigterm.recv() => sup.interrupt(libc::SIGTERM),
             _ = escalation => sup.escalate(),
             _ = ticker.tick() => sup.tick(),
-            status = child.wait(), if eof => break status,
-            read = reader.read_until(b'\n', &mut line), if !eof => {
-                match read {
-                    Ok(0) | Err(_) => eof = true,
-                    Ok(_) => {
-                        sup.handle_line(&line);
-                        line.clear();
-                        // Whole lines already buffered are handled in place, without
-                        // another trip through the select or a copy.
-                        loop {
-                            let buffered = reader.buffer();
-                            let Some(end) = buffered.iter().position(|&b| b == b'\n') else {
-                                break;
-                            };
-                            sup.handle_line(&buffered[..end]);
-                            Pin::new(&mut reader).consume(end + 1);
-                        }
-                        if reader.buffer().is_empty() && sup.progress.has_output() {
-                            sup.progress.flush();
-                        }
+            status = &mut waiter, if eof => break status.ok().and_then(Result::ok),
+            chunk = chunks.recv(), if !eof => match chunk {
+                Some(chunk) => sup.handle_chunk(&mut partial, &chunk),
+                None => {
+                    if !partial.is_empty() {
+                        let rest = std::mem::take(&mut partial);
+                        sup.handle_line(&rest, Instant::now(), now_ms());
                     }
+                    sup.progress.flush();
+                    eof = true;
                 }
-            }
+            },
         }
     };
     let finished_ms = now_ms();
@@ -410,11 +425,11 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     sup.progress.erase_status();
 
     let nix_code = match status {
-        Ok(s) => s
+        Some(s) => s
             .code()
             .or_else(|| std::os::unix::process::ExitStatusExt::signal(&s).map(|n| 128 + n))
             .unwrap_or(1),
-        Err(_) => 1,
+        None => 1,
     };
     let exit_code = match sup.interrupted_by {
         Some(signal) => 128 + signal,
@@ -470,6 +485,51 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         session_id,
         summary,
     })
+}
+
+/// How much Nix's stderr pipe may hold: a large pipe lets Nix write on while the wrapper
+/// is between reads. Linux lets any process raise it to 1 MiB.
+const PIPE_SIZE: i32 = 1 << 20;
+/// After a read this small, the reader waits a moment so the next read gets many lines
+/// at once: a chatty build otherwise costs a read and a wake-up per line.
+const SMALL_READ: usize = 16 << 10;
+const COALESCE: Duration = Duration::from_millis(1);
+
+/// Reads Nix's stderr on its own thread, in large chunks, into a bounded channel (a
+/// full channel makes Nix wait rather than the wrapper grow).
+fn read_in_chunks(mut stderr: std::process::ChildStderr) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_SETPIPE_SZ on a pipe we own; failure just leaves the default size.
+        unsafe {
+            libc::fcntl(stderr.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+        }
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // Without a reader thread the channel closes at once and the wrapper just waits
+    // for Nix, which is still recorded.
+    let _ = std::thread::Builder::new()
+        .name("nix-ledger-read".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; PIPE_SIZE as usize];
+            loop {
+                match std::io::Read::read(&mut stderr, &mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                            return;
+                        }
+                        if n < SMALL_READ {
+                            std::thread::sleep(COALESCE);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    rx
 }
 
 /// Substituted paths with their derivers from the store database (a path whose deriver

@@ -149,6 +149,7 @@ impl State {
         now_ms: i64,
     ) -> Option<Notice<'s>> {
         match event {
+            Event::LogLine { id, ty, line } => self.line(*id, *ty, line),
             Event::Result { id, ty, fields } => self.result(*id, *ty, fields, now_ms),
             Event::Start { id, ty, fields, .. } => {
                 self.activity_types.insert(*id, *ty);
@@ -223,6 +224,19 @@ impl State {
             }
             Event::Other => None,
         }
+    }
+
+    fn line<'s>(&'s mut self, id: u64, ty: u64, line: &'s str) -> Option<Notice<'s>> {
+        if ty == result::POST_BUILD_LOG_LINE {
+            return Some(Notice::HookLine(line));
+        }
+        let build = self.running.get_mut(&id)?;
+        build.log_lines += 1;
+        build.tail.push(line);
+        Some(Notice::LogLine {
+            name: &build.name,
+            line,
+        })
     }
 
     fn result<'s>(
