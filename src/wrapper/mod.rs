@@ -12,11 +12,13 @@
 //! - [`events`]: parsing the JSON log.
 //! - [`state`]: what the log says happened.
 //! - [`progress`]: rendering on stderr.
+//! - [`nixenv`]: Nix's version and settings for the session, cached.
 //! - [`sampler`]: memory and CPU of running builds.
 //! - [`session`]: the session's rows in the ledger.
 //! - [`summary`]: the summary after every build.
 
 pub mod events;
+pub mod nixenv;
 pub mod progress;
 pub mod sampler;
 pub mod session;
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::ledger::{ingest, now_ms, Ledger};
-use crate::nix::command::{self, NixCommand};
+use crate::nix::command::NixCommand;
 use crate::nix::store_db::StoreDb;
 use crate::paths::Layout;
 use crate::{Error, Result};
@@ -171,23 +173,16 @@ pub fn run(layout: &Layout, req: &Request) -> Result<Outcome> {
 /// Facts about this machine and Nix, gathered while Nix builds.
 #[derive(Debug, Default)]
 struct Environment {
-    nix_version: Option<String>,
-    max_jobs: Option<i64>,
-    cores: Option<i64>,
+    nix: nixenv::NixSettings,
     host_cores: Option<i64>,
     host_memory_bytes: Option<i64>,
 }
 
-fn gather_environment() -> Environment {
+fn gather_environment(state_dir: &std::path::Path) -> Environment {
     let mut env = Environment {
-        nix_version: command::nix_version().ok().map(|v| v.number()),
+        nix: nixenv::settings(state_dir),
         ..Environment::default()
     };
-    if let Ok(config) = command::show_config() {
-        let int = |name| command::config_value(&config, name).and_then(|v| v.as_i64());
-        env.max_jobs = int("max-jobs");
-        env.cores = int("cores");
-    }
     if let Ok(mut sys) = sysinfo::System::new() {
         sys.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
         sys.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
@@ -347,7 +342,8 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     )?;
     // Spawning `nix --version` and `nix show-config` costs tens of milliseconds; they
     // run beside the build instead of before it.
-    let environment = std::thread::spawn(gather_environment);
+    let state_dir = layout.state_dir.clone();
+    let environment = std::thread::spawn(move || gather_environment(&state_dir));
 
     let mut command = nix.to_command();
     command
@@ -371,7 +367,7 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     let mut sup = Supervisor {
         state: State::new(&State::default_build_root()),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
-        sampler: Sampler::start(),
+        sampler: Sampler::start(Some(pgid)),
         ledger,
         pgid,
         interrupted_by: None,
@@ -435,8 +431,12 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         Some(signal) => 128 + signal,
         None => nix_code,
     };
-    let summary = Summary::from_state(&sup.state, wall_ms);
-    let substituted = substituted_derivations(&sup.state);
+    let mut summary = Summary::from_state(&sup.state, wall_ms);
+    let (substituted, nar_bytes) = substituted_derivations(&sup.state);
+    if summary.downloaded_bytes == 0 {
+        // Nix reports no byte progress for small paths or local caches.
+        summary.downloaded_bytes = nar_bytes;
+    }
     let environment = environment.join().unwrap_or_default();
     let Supervisor {
         state,
@@ -461,9 +461,9 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
             _ => "failed",
         },
         exit_code,
-        nix_version: environment.nix_version,
-        max_jobs: info.max_jobs.or(environment.max_jobs),
-        cores: info.cores.or(environment.cores),
+        nix_version: environment.nix.nix_version,
+        max_jobs: info.max_jobs.or(environment.nix.max_jobs),
+        cores: info.cores.or(environment.nix.cores),
         host_cores: environment.host_cores,
         host_memory_bytes: environment.host_memory_bytes,
         built: summary.built as i64,
@@ -533,26 +533,29 @@ fn read_in_chunks(mut stderr: std::process::ChildStderr) -> tokio::sync::mpsc::R
 }
 
 /// Substituted paths with their derivers from the store database (a path whose deriver
-/// is unknown is counted in the session but has no build row).
-fn substituted_derivations(state: &State) -> Vec<session::SubstitutedDrv> {
+/// is unknown is counted in the session but has no build row), and their total NAR size.
+fn substituted_derivations(state: &State) -> (Vec<session::SubstitutedDrv>, u64) {
     if state.substituted.is_empty() {
-        return Vec::new();
+        return (Vec::new(), 0);
     }
     let Some(store) = StoreDb::open_default() else {
-        return Vec::new();
+        return (Vec::new(), 0);
     };
-    state
+    let mut nar_bytes = 0u64;
+    let drvs = state
         .substituted
         .iter()
         .filter_map(|s| {
             let info = store.path_infos(&[s.path.as_str()]).into_iter().next()?;
+            nar_bytes += info.nar_size.unwrap_or(0).max(0) as u64;
             Some(session::SubstitutedDrv {
                 drv_path: info.deriver?,
                 started_ms: s.started_ms,
                 finished_ms: s.finished_ms,
             })
         })
-        .collect()
+        .collect();
+    (drvs, nar_bytes)
 }
 
 /// `OsStr` helper for callers building requests.

@@ -55,13 +55,13 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts the sampling thread.
-    pub fn start() -> Sampler {
+    /// Starts the sampling thread for the builds of the Nix process `nix_pid`.
+    pub fn start(nix_pid: Option<i32>) -> Sampler {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("nix-ledger-sampler".into())
-            .spawn(move || run(&for_thread))
+            .spawn(move || run(&for_thread, nix_pid))
             .ok();
         Sampler { shared, thread }
     }
@@ -112,8 +112,11 @@ impl Drop for Sampler {
     }
 }
 
-fn run(shared: &Mutex<Shared>) {
-    let mut procs = ProcTable::default();
+fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>) {
+    let mut procs = ProcTable {
+        nix_pid,
+        ..ProcTable::default()
+    };
     loop {
         std::thread::park_timeout(INTERVAL);
         let prefixes: Vec<(String, String)> = match shared.lock() {
@@ -183,6 +186,11 @@ fn parse_stat(text: &str) -> Option<Stat> {
 #[derive(Default)]
 struct ProcTable {
     cwd_of: HashMap<i32, Option<String>>,
+    /// Our Nix process. Another Nix building a derivation of the same name uses a
+    /// directory of the same name (`-1` instead of `-0`); in single-user mode our
+    /// builders descend from our Nix, which tells them apart. Under a daemon neither
+    /// does, and same-name builds at the same time are summed.
+    nix_pid: Option<i32>,
 }
 
 impl ProcTable {
@@ -230,6 +238,16 @@ impl ProcTable {
                 .filter(|(_, dir)| dir.as_deref().is_some_and(|d| is_build_dir(d, prefix)))
                 .map(|(pid, _)| *pid)
                 .collect();
+            if let Some(nix) = self.nix_pid {
+                let ours: Vec<i32> = stack
+                    .iter()
+                    .copied()
+                    .filter(|&pid| descends_from(pid, nix, &stats))
+                    .collect();
+                if !ours.is_empty() {
+                    stack = ours;
+                }
+            }
             while let Some(pid) = stack.pop() {
                 if members.insert(pid) {
                     if let Some(kids) = children.get(&pid) {
@@ -260,6 +278,21 @@ impl ProcTable {
         let _ = &self.cwd_of;
         Vec::new()
     }
+}
+
+/// Whether `ancestor` is `pid` or one of its ancestors.
+fn descends_from(mut pid: i32, ancestor: i32, stats: &HashMap<i32, Stat>) -> bool {
+    // Bounded: a ppid loop cannot happen, but a racy snapshot should not hang us.
+    for _ in 0..64 {
+        if pid == ancestor {
+            return true;
+        }
+        match stats.get(&pid) {
+            Some(stat) if stat.ppid > 0 => pid = stat.ppid,
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// `nix-build-x.drv-3` is a directory of the build whose prefix is `nix-build-x.drv`.
@@ -348,13 +381,27 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(800));
-        let mut table = ProcTable::default();
         let builds = vec![("d".to_string(), "nix-build-sampler-test.drv".to_string())];
-        let measured = table.sample(&builds);
+        let measured = ProcTable::default().sample(&builds);
+        // Told that the builds descend from this process, it still finds the child...
+        let mine = ProcTable {
+            nix_pid: Some(std::process::id() as i32),
+            ..ProcTable::default()
+        }
+        .sample(&builds);
+        // ...and when nothing in the directory descends from our Nix (a daemon built it),
+        // the directory match alone is kept.
+        let other = ProcTable {
+            nix_pid: Some(i32::MAX),
+            ..ProcTable::default()
+        }
+        .sample(&builds);
         child.kill().unwrap();
         let _ = child.wait();
-        assert_eq!(measured.len(), 1);
-        let rss = measured[0].1.peak_rss_bytes;
-        assert!((64 << 20..128 << 20).contains(&rss), "rss {rss}");
+        for m in [&measured, &mine, &other] {
+            assert_eq!(m.len(), 1);
+            let rss = m[0].1.peak_rss_bytes;
+            assert!((64 << 20..128 << 20).contains(&rss), "rss {rss}");
+        }
     }
 }

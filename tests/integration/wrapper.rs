@@ -263,3 +263,86 @@ fn wrapper_and_hook_records_of_the_same_builds_are_one_row_each() {
         assert!(rows[0]["session_id"].is_i64());
     }
 }
+
+#[test]
+fn wrapper_records_a_cache_hit_as_substituted_with_its_size() {
+    let env = TestEnv::new("wrapper-substitute");
+    // Build once without the wrapper, put it in a local binary cache, delete it here.
+    let out = env
+        .plain_build("memory", &env.salt, &["--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let path = json[0]["outputs"]["out"].as_str().unwrap().to_string();
+    let cache = format!("file://{}", env.home().join("cache").display());
+    let copy = Command::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--to",
+            &cache,
+            &path,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let delete = Command::new("nix-store")
+        .args(["--delete", &path])
+        .output()
+        .unwrap();
+    assert!(
+        delete.status.success(),
+        "{}",
+        String::from_utf8_lossy(&delete.stderr)
+    );
+
+    let mut cmd = Command::new(crate::util::ledger_bin());
+    cmd.arg("build")
+        .arg("-f")
+        .arg(crate::util::wrapper_fixture())
+        .arg("memory")
+        .args(["--argstr", "salt", &env.salt, "--no-link"])
+        .args([
+            "--option",
+            "substituters",
+            &cache,
+            "--option",
+            "require-sigs",
+            "false",
+        ])
+        .env("NIX_LEDGER_HOME", env.home());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("built 0, downloaded 1 ("), "{stderr}");
+    let rows = env.query(
+        "SELECT b.status, b.source, s.substituted_count, s.built_count, s.downloaded_bytes
+         FROM builds b JOIN sessions s ON s.id = b.session_id",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0]["status"].as_str(), rows[0]["source"].as_str()),
+        (Some("substituted"), Some("wrapper"))
+    );
+    assert_eq!(
+        (
+            rows[0]["substituted_count"].as_i64(),
+            rows[0]["built_count"].as_i64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert!(
+        rows[0]["downloaded_bytes"].as_i64().unwrap() > 0,
+        "{rows:?}"
+    );
+}
