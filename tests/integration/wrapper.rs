@@ -346,3 +346,49 @@ fn wrapper_records_a_cache_hit_as_substituted_with_its_size() {
         "{rows:?}"
     );
 }
+
+/// Runs `nix-ledger build` on a pseudo-terminal (util-linux `script`); its output.
+fn on_a_terminal(env: &TestEnv, attr: &str, salt: &str, no_color: bool) -> String {
+    let inner = format!(
+        "{} build -f {} {attr} --argstr salt {salt} -j 3 --no-link --option substituters ''",
+        crate::util::ledger_bin(),
+        crate::util::wrapper_fixture().display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &inner, "/dev/null"])
+        .env("NIX_LEDGER_HOME", env.home())
+        .env_remove("NO_COLOR");
+    if no_color {
+        cmd.env("NO_COLOR", "1");
+    }
+    String::from_utf8_lossy(&cmd.output().unwrap().stdout).into_owned()
+}
+
+#[test]
+fn wrapper_on_a_terminal_shows_running_builds_with_expected_times_and_honours_no_color() {
+    let env = TestEnv::new("wrapper-tty");
+    // A first run teaches the ledger how long these take.
+    let first = on_a_terminal(&env, "sleeps", &format!("{}-a", env.salt), false);
+    assert!(first.contains("building wrapper-sleep-2 "), "{first}");
+    assert!(
+        first.contains("\x1b[1m[builds "),
+        "bold header in colour: {first}"
+    );
+    let second = on_a_terminal(&env, "sleeps", &format!("{}-b", env.salt), true);
+    assert!(
+        second.contains("(usually 2.0s)")
+            || second.contains("(usually 1.9s)")
+            || second.contains("(usually 2.1s)"),
+        "{second}"
+    );
+    assert!(
+        second.contains("[builds 0/3]") || second.contains("[builds 1/3]"),
+        "{second}"
+    );
+    assert!(
+        !second.contains("\x1b[1m") && !second.contains("\x1b[31"),
+        "NO_COLOR: {second}"
+    );
+    // The status area is erased before the summary.
+    assert!(second.contains("\x1b[J"), "{second}");
+}
