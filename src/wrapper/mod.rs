@@ -351,10 +351,24 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = command.spawn().map_err(|source| Error::Spawn {
-        program: "nix".into(),
-        source,
-    })?;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            // Close the session row rather than leave it `running` forever.
+            let mut ledger = ledger;
+            let closing = session::Closing {
+                finished_ms: now_ms(),
+                status: "failed",
+                exit_code: 127,
+                ..session::Closing::default()
+            };
+            session::close(&mut ledger, session_id, &[], &[], &closing)?;
+            return Err(Error::Spawn {
+                program: "nix".into(),
+                source,
+            });
+        }
+    };
     let pgid = child.id() as i32;
     let stderr = child.stderr.take().ok_or_else(|| Error::Command {
         program: "nix".into(),

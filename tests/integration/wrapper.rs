@@ -392,3 +392,26 @@ fn wrapper_on_a_terminal_shows_running_builds_with_expected_times_and_honours_no
     // The status area is erased before the summary.
     assert!(second.contains("\x1b[J"), "{second}");
 }
+
+#[test]
+fn wrapper_without_nix_on_path_fails_with_one_line_and_closes_its_session() {
+    let env = TestEnv::new("wrapper-no-nix");
+    let out = Command::new(crate::util::ledger_bin())
+        .args(["build", "-f", "x.nix"])
+        .env("NIX_LEDGER_HOME", env.home())
+        .env("PATH", env.home())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("nix-ledger: cannot run nix: "),
+        "{stderr}"
+    );
+    let rows = env.query("SELECT status, exit_code FROM sessions");
+    assert_eq!(
+        (rows[0]["status"].as_str(), rows[0]["exit_code"].as_i64()),
+        (Some("failed"), Some(127))
+    );
+}
