@@ -138,7 +138,13 @@ fn graph_cmd(wrapped: bool, home: &Path, salt: &str) -> Command {
     cmd
 }
 
-fn compare(name: &str, runs: usize, mut make: impl FnMut(bool, usize) -> Command) {
+/// Times `make(false, i)` (the baseline) against `make(true, i)`, alternating.
+fn compare(
+    name: &str,
+    labels: (&str, &str),
+    runs: usize,
+    mut make: impl FnMut(bool, usize) -> Command,
+) {
     let (mut plain, mut wrapped) = (Vec::new(), Vec::new());
     // Warm-up (evaluation caches, page cache), not counted.
     timed(&mut make(false, 1000));
@@ -154,19 +160,54 @@ fn compare(name: &str, runs: usize, mut make: impl FnMut(bool, usize) -> Command
         }
     }
     let (p, w) = (median(plain.clone()), median(wrapped.clone()));
+    let (a, b) = labels;
     println!(
-        "| {name} | plain {:.3} s, wrapper {:.3} s (medians of {runs}) | ratio {:.3} |",
-        p,
-        w,
+        "| {name} | {a} {p:.3} s, {b} {w:.3} s (medians of {runs}) | ratio {:.3} |",
         w / p
     );
-    eprintln!("  {name}: plain {plain:.3?}\n  {name}: wrapper {wrapped:.3?}");
+    eprintln!("  {name}: {a} {plain:.3?}\n  {name}: {b} {wrapped:.3?}");
 }
 
 fn bench_graph(runs: usize, home: &Path) {
-    compare("200-derivation graph, -j 2", runs, |wrapped, i| {
-        graph_cmd(wrapped, home, &salt(if wrapped { "gw" } else { "gp" }, i))
-    });
+    compare(
+        "200-derivation graph, -j 2: wrapper vs plain",
+        ("plain", "wrapper"),
+        runs,
+        |wrapped, i| graph_cmd(wrapped, home, &salt(if wrapped { "gw" } else { "gp" }, i)),
+    );
+    // Nix writing its JSON log (-v) to a pipe, read by `cat`: what any JSON-log reader
+    // makes Nix do, without the wrapper.
+    compare(
+        "200-derivation graph, -j 2: nix --log-format internal-json -v | cat vs plain",
+        ("plain", "JSON"),
+        runs,
+        |json, i| {
+            let salt = salt(if json { "gj" } else { "gq" }, i);
+            if !json {
+                return graph_cmd(false, home, &salt);
+            }
+            let inner = graph_cmd(false, home, &salt);
+            let mut words: Vec<String> = std::iter::once(inner.get_program())
+                .chain(inner.get_args())
+                .map(|a| format!("'{}'", a.to_string_lossy()))
+                .collect();
+            words.extend(
+                [
+                    "--log-format",
+                    "internal-json",
+                    "-v",
+                    "2>&1",
+                    "|",
+                    "cat",
+                    ">/dev/null",
+                ]
+                .map(String::from),
+            );
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &words.join(" ")]);
+            cmd
+        },
+    );
 }
 
 /// What runs the 1M-line build: plain `nix build -L`, the same with Nix's JSON log (what
@@ -218,8 +259,13 @@ fn bench_lines(runs: usize, home: &Path) {
             LinesRun::Wrapper,
         ),
     ];
+    let label = |r: LinesRun| match r {
+        LinesRun::Plain => "plain",
+        LinesRun::NixJson => "JSON",
+        LinesRun::Wrapper => "wrapper",
+    };
     for (k, (name, base, candidate)) in pairs.into_iter().enumerate() {
-        compare(name, runs, |second, i| {
+        compare(name, (label(base), label(candidate)), runs, |second, i| {
             let run = if second { candidate } else { base };
             lines_cmd(run, home, &salt(&format!("l{k}{}", second as u8), i))
         });
