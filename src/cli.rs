@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use nix_ledger::ledger::{ingest, Ledger};
 use nix_ledger::paths::Layout;
 use nix_ledger::report::{self, HistoryFilter};
+use nix_ledger::switch;
 use nix_ledger::why;
 
 /// Records every Nix build: timing, memory, why it rebuilt, what to keep.
@@ -21,6 +22,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// `nix build ARGS…` with live progress, recorded in the ledger (exit status is Nix's).
+    #[command(disable_help_flag = true)]
+    Build {
+        /// Passed to `nix build` unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Build the NixOS/nix-darwin system (recorded) and switch to it, as nixos-rebuild does.
+    Switch(SystemArgs),
+    /// Build the system and make it the boot default (NixOS).
+    Boot(SystemArgs),
+    /// Build the system and activate it without making it the boot default (NixOS).
+    Test(SystemArgs),
+    /// Build the system only (./result), recorded.
+    BuildSystem(SystemArgs),
     /// Recent builds, newest first.
     History {
         /// At most this many builds.
@@ -82,11 +98,81 @@ enum Command {
     },
 }
 
+/// The options `switch`, `boot`, `test` and `build-system` share.
+#[derive(Debug, clap::Args)]
+struct SystemArgs {
+    /// The flake, `REF` or `REF#NAME` (default NAME: the hostname).
+    #[arg(long)]
+    flake: Option<String>,
+    /// Build, then print the activation commands instead of running them.
+    #[arg(long)]
+    dry_run: bool,
+    /// Treat this machine as NixOS (default: detected).
+    #[arg(long, conflicts_with = "darwin")]
+    nixos: bool,
+    /// Treat this machine as nix-darwin (default: detected).
+    #[arg(long)]
+    darwin: bool,
+    /// Use the profile /nix/var/nix/profiles/system-profiles/NAME.
+    #[arg(long, short = 'p')]
+    profile_name: Option<String>,
+    /// Extra arguments for `nix build`, after `--`.
+    #[arg(last = true)]
+    build_args: Vec<std::ffi::OsString>,
+}
+
+fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<ExitCode> {
+    let platform = match (a.nixos, a.darwin) {
+        (true, _) => Some(switch::Platform::NixOs),
+        (_, true) => Some(switch::Platform::Darwin),
+        _ => None,
+    };
+    let outcome = switch::run(
+        layout,
+        &switch::SwitchRequest {
+            action,
+            flake: a.flake,
+            platform,
+            dry_run: a.dry_run,
+            profile_name: a.profile_name,
+            build_args: a.build_args,
+        },
+    )?;
+    eprint!("{}", outcome.build.summary.render());
+    if a.dry_run {
+        let mut text = String::new();
+        for cmd in &outcome.commands {
+            text.push_str(&switch::shell_words(cmd));
+            text.push('\n');
+        }
+        print_text(&text)?;
+    }
+    if let Some(cmd) = &outcome.failed_command {
+        eprintln!("nix-ledger: activation failed: {cmd}");
+    }
+    Ok(exit_code(outcome.exit_code))
+}
+
 /// Parses the command line and runs it.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     let layout = Layout::from_env()?;
     match cli.command {
+        Command::Build { args } => {
+            let outcome = nix_ledger::wrapper::run(
+                &layout,
+                &nix_ledger::wrapper::Request {
+                    kind: "build".into(),
+                    args,
+                },
+            )?;
+            eprint!("{}", outcome.summary.render());
+            return Ok(exit_code(outcome.exit_code));
+        }
+        Command::Switch(a) => return run_system(&layout, switch::Action::Switch, a),
+        Command::Boot(a) => return run_system(&layout, switch::Action::Boot, a),
+        Command::Test(a) => return run_system(&layout, switch::Action::Test, a),
+        Command::BuildSystem(a) => return run_system(&layout, switch::Action::BuildSystem, a),
         Command::History { limit, name, json } => {
             let ledger = open_and_ingest(&layout)?;
             let builds = report::history(&ledger, &HistoryFilter { limit, name })?;
@@ -191,4 +277,9 @@ fn print_text(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A process exit status as `ExitCode` (statuses above 255 cannot happen on Unix).
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

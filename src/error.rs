@@ -48,6 +48,10 @@ pub enum Error {
     BadTarget { target: String, reason: String },
     #[error("{input}: not a duration (try 7d, 24h, 90m or \"2 weeks\")")]
     BadDuration { input: String },
+    #[error("cannot set up the wrapper's event loop: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Usage(String),
     #[error("no home directory: set HOME, XDG_STATE_HOME or NIX_LEDGER_HOME")]
     NoHome,
 }
@@ -61,6 +65,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::QueryRefused(_)
+            | Error::Usage(_)
             | Error::Sql(_)
             | Error::NotStorePath(_)
             | Error::Drv { .. }

@@ -11,6 +11,8 @@
 //! - [`doctor`]: checks of the installation and of lost records.
 //! - [`paths`]: where the ledger and the spools live.
 //! - [`why`]: why something rebuilt (root causes, source manifests) and wasted rebuilds.
+//! - [`switch`]: `nix-ledger switch|boot|test|build-system`, for NixOS and nix-darwin.
+//! - [`wrapper`]: `nix-ledger build`, the recorded `nix build` with live progress.
 
 pub mod doctor;
 pub mod error;
@@ -20,7 +22,9 @@ pub mod nix;
 pub mod paths;
 pub mod report;
 pub mod spool;
+pub mod switch;
 pub mod timefmt;
 pub mod why;
+pub mod wrapper;
 
 pub use error::{Error, Result};

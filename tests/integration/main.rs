@@ -6,5 +6,7 @@ mod drv_corpus;
 mod hook;
 mod multi_user;
 mod nix_module;
+mod switch;
 mod util;
 mod why;
+mod wrapper;

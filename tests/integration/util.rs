@@ -32,6 +32,11 @@ pub fn graph_nix() -> PathBuf {
     repo().join("examples/graph.nix")
 }
 
+/// Derivations with known sleeps, memory, failure and log volume.
+pub fn wrapper_fixture() -> PathBuf {
+    repo().join("tests/fixtures/wrapper.nix")
+}
+
 /// One test's world: its own ledger home and a salt no other test (or run) shares.
 pub struct TestEnv {
     pub home: tempfile::TempDir,
@@ -84,6 +89,48 @@ impl TestEnv {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `nix-ledger build ARGS` on a fixture of `tests/fixtures/wrapper.nix`, salted for this
+    /// test, without a post-build-hook (unless `extra` sets one).
+    pub fn wrapper_build(&self, attr: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(ledger_bin());
+        cmd.arg("build")
+            .arg("-f")
+            .arg(wrapper_fixture())
+            .arg(attr)
+            .args(["--argstr", "salt", &self.salt])
+            .args(["--no-link", "--option", "substituters", ""])
+            .args(extra)
+            .env("NIX_LEDGER_HOME", self.home());
+        cmd
+    }
+
+    /// Plain `nix build` of the same fixture with a given salt.
+    pub fn plain_build(&self, attr: &str, salt: &str, extra: &[&str]) -> Command {
+        let mut cmd = Command::new("nix");
+        cmd.args([
+            "--extra-experimental-features",
+            "nix-command",
+            "build",
+            "-f",
+        ])
+        .arg(wrapper_fixture())
+        .arg(attr)
+        .args(["--argstr", "salt", salt])
+        .args(["--no-link", "--option", "substituters", ""])
+        .args(extra);
+        cmd
+    }
+
+    /// `nix-ledger query --json SQL`, parsed.
+    pub fn query(&self, sql: &str) -> Vec<Value> {
+        let text = self.ledger_ok(&["query", "--json", sql]);
+        serde_json::from_str::<Value>(&text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     /// `nix-ledger history --json`, parsed.

@@ -1,0 +1,364 @@
+//! Benchmarks of `nix-ledger build`, side by side with plain `nix build` in one run:
+//!
+//! 1. `events`: JSON-stream throughput of the parser and the state it feeds (lines/s).
+//! 2. `graph`: the 200-derivation example graph, wrapper vs plain, fresh salt per run,
+//!    alternating; the ratio of the medians.
+//! 3. `lines`: a build printing 1M log lines, wrapper `-L` vs plain `nix build -L`.
+//! 4. `sampler`: the sampler thread's CPU time during parallel builds, as a share of
+//!    one core.
+//!
+//! `cargo bench --bench wrapper [-- SECTION…]`; `RUNS=N` sets the pairs per comparison.
+//! Results go to stdout as Markdown table rows for docs/benchmarks.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix_ledger::wrapper::events::{parse_line, Line};
+use nix_ledger::wrapper::state::State;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ledger_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nix-ledger")
+}
+
+fn salt(tag: &str, i: usize) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("bench-{tag}-{i}-{nanos}")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn timed(cmd: &mut Command) -> f64 {
+    let start = Instant::now();
+    let status = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("spawn");
+    let secs = start.elapsed().as_secs_f64();
+    assert!(status.success(), "{cmd:?} failed: {status}");
+    secs
+}
+
+/// A synthetic stream shaped like a real build: mostly log lines, with activity starts,
+/// stops, progress results and messages.
+fn synthetic_stream(lines: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines * 80);
+    let drv = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-bench.drv";
+    out.extend_from_slice(
+        b"@nix {\"action\":\"start\",\"id\":1,\"level\":0,\"text\":\"\",\"type\":104}\n",
+    );
+    for i in 0..lines {
+        let id = 100 + (i / 1000) as u64;
+        match i % 1000 {
+            0 => out.extend_from_slice(format!("@nix {{\"action\":\"start\",\"fields\":[\"{drv}\",\"\",1,1],\"id\":{id},\"level\":3,\"parent\":1,\"text\":\"building '{drv}'\",\"type\":105}}\n").as_bytes()),
+            999 => out.extend_from_slice(format!("@nix {{\"action\":\"stop\",\"id\":{id}}}\n").as_bytes()),
+            500 => out.extend_from_slice(format!("@nix {{\"action\":\"result\",\"fields\":[{},{},1,0],\"id\":1,\"type\":105}}\n", i / 1000, lines / 1000).as_bytes()),
+            250 => out.extend_from_slice(b"@nix {\"action\":\"msg\",\"level\":4,\"msg\":\"evaluating file '/x.nix'\"}\n"),
+            _ => out.extend_from_slice(format!("@nix {{\"action\":\"result\",\"fields\":[\"checking for \\\"{i}\\\"... yes\"],\"id\":{id},\"type\":101}}\n").as_bytes()),
+        }
+    }
+    out
+}
+
+fn bench_events() {
+    let n = 2_000_000;
+    let stream = synthetic_stream(n);
+    let lines: Vec<&[u8]> = stream
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut best_parse = f64::MAX;
+    let mut best_state = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut events = 0usize;
+        for line in &lines {
+            if let Line::Event(_) = parse_line(line) {
+                events += 1;
+            }
+        }
+        assert_eq!(events, lines.len());
+        best_parse = best_parse.min(start.elapsed().as_secs_f64());
+
+        let root = std::env::temp_dir().join("nix-ledger-bench-no-builds");
+        let mut state = State::new(&root);
+        let start = Instant::now();
+        let now = Instant::now();
+        for line in &lines {
+            if let Line::Event(event) = parse_line(line) {
+                state.apply(&event, now, 0);
+            }
+        }
+        best_state = best_state.min(start.elapsed().as_secs_f64());
+        assert!(!state.finished.is_empty());
+    }
+    let rate = |secs: f64| lines.len() as f64 / secs / 1e6;
+    println!(
+        "| JSON stream: parse only | {} lines | {:.2} M lines/s |",
+        lines.len(),
+        rate(best_parse)
+    );
+    println!(
+        "| JSON stream: parse + build state | {} lines | {:.2} M lines/s |",
+        lines.len(),
+        rate(best_state)
+    );
+}
+
+fn graph_cmd(wrapped: bool, home: &Path, salt: &str) -> Command {
+    let mut cmd = if wrapped {
+        let mut c = Command::new(ledger_bin());
+        c.arg("build").env("NIX_LEDGER_HOME", home);
+        c
+    } else {
+        let mut c = Command::new("nix");
+        c.args(["--extra-experimental-features", "nix-command", "build"]);
+        c
+    };
+    cmd.arg("-f")
+        .arg(repo().join("examples/graph.nix"))
+        .args(["--argstr", "salt", salt, "--arg", "n", "200", "-j", "2"])
+        .args(["--no-link", "--option", "substituters", ""]);
+    cmd
+}
+
+/// Times `make(false, i)` (the baseline) against `make(true, i)`, alternating.
+fn compare(
+    name: &str,
+    labels: (&str, &str),
+    runs: usize,
+    mut make: impl FnMut(bool, usize) -> Command,
+) {
+    let (mut plain, mut wrapped) = (Vec::new(), Vec::new());
+    // Warm-up (evaluation caches, page cache), not counted.
+    timed(&mut make(false, 1000));
+    timed(&mut make(true, 1001));
+    for i in 0..runs {
+        // Alternate which goes first so drift on a shared machine hits both alike.
+        if i % 2 == 0 {
+            plain.push(timed(&mut make(false, i)));
+            wrapped.push(timed(&mut make(true, i)));
+        } else {
+            wrapped.push(timed(&mut make(true, i)));
+            plain.push(timed(&mut make(false, i)));
+        }
+    }
+    let (p, w) = (median(plain.clone()), median(wrapped.clone()));
+    let (a, b) = labels;
+    println!(
+        "| {name} | {a} {p:.3} s, {b} {w:.3} s (medians of {runs}) | ratio {:.3} |",
+        w / p
+    );
+    eprintln!("  {name}: {a} {plain:.3?}\n  {name}: {b} {wrapped:.3?}");
+}
+
+fn bench_graph(runs: usize, home: &Path) {
+    compare(
+        "200-derivation graph, -j 2: wrapper vs plain",
+        ("plain", "wrapper"),
+        runs,
+        |wrapped, i| graph_cmd(wrapped, home, &salt(if wrapped { "gw" } else { "gp" }, i)),
+    );
+    // Nix writing its JSON log (-v) to a pipe, read by `cat`: what any JSON-log reader
+    // makes Nix do, without the wrapper.
+    compare(
+        "200-derivation graph, -j 2: nix --log-format internal-json -v | cat vs plain",
+        ("plain", "JSON"),
+        runs,
+        |json, i| {
+            let salt = salt(if json { "gj" } else { "gq" }, i);
+            if !json {
+                return graph_cmd(false, home, &salt);
+            }
+            let inner = graph_cmd(false, home, &salt);
+            let mut words: Vec<String> = std::iter::once(inner.get_program())
+                .chain(inner.get_args())
+                .map(|a| format!("'{}'", a.to_string_lossy()))
+                .collect();
+            words.extend(
+                [
+                    "--log-format",
+                    "internal-json",
+                    "-v",
+                    "2>&1",
+                    "|",
+                    "cat",
+                    ">/dev/null",
+                ]
+                .map(String::from),
+            );
+            let mut cmd = Command::new("sh");
+            cmd.args(["-c", &words.join(" ")]);
+            cmd
+        },
+    );
+}
+
+/// What runs the 1M-line build: plain `nix build -L`, the same with Nix's JSON log (what
+/// the wrapper makes Nix do, so the floor for any JSON-log reader), or the wrapper.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LinesRun {
+    Plain,
+    NixJson,
+    Wrapper,
+}
+
+fn lines_cmd(run: LinesRun, home: &Path, salt: &str) -> Command {
+    let fixture = repo().join("tests/fixtures/wrapper.nix");
+    let mut cmd = if run == LinesRun::Wrapper {
+        let mut c = Command::new(ledger_bin());
+        c.arg("build").env("NIX_LEDGER_HOME", home);
+        c
+    } else {
+        let mut c = Command::new("nix");
+        c.args(["--extra-experimental-features", "nix-command", "build"]);
+        c
+    };
+    cmd.arg("-f")
+        .arg(&fixture)
+        .arg("chatty")
+        .args(["--argstr", "salt", salt, "-L"])
+        .args(["--no-link", "--option", "substituters", ""]);
+    if run == LinesRun::NixJson {
+        cmd.args(["--log-format", "internal-json", "-v"]);
+    }
+    cmd
+}
+
+fn bench_lines(runs: usize, home: &Path) {
+    let pairs = [
+        (
+            "1M log lines: wrapper -L vs plain nix build -L",
+            LinesRun::Plain,
+            LinesRun::Wrapper,
+        ),
+        (
+            "1M log lines: nix build -L --log-format internal-json vs plain (Nix's own JSON cost)",
+            LinesRun::Plain,
+            LinesRun::NixJson,
+        ),
+        (
+            "1M log lines: wrapper -L vs nix build -L --log-format internal-json",
+            LinesRun::NixJson,
+            LinesRun::Wrapper,
+        ),
+    ];
+    let label = |r: LinesRun| match r {
+        LinesRun::Plain => "plain",
+        LinesRun::NixJson => "JSON",
+        LinesRun::Wrapper => "wrapper",
+    };
+    for (k, (name, base, candidate)) in pairs.into_iter().enumerate() {
+        compare(name, (label(base), label(candidate)), runs, |second, i| {
+            let run = if second { candidate } else { base };
+            lines_cmd(run, home, &salt(&format!("l{k}{}", second as u8), i))
+        });
+    }
+}
+
+/// utime + stime of the thread named `name` in process `pid`, in clock ticks.
+fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            return Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?);
+        }
+    }
+    None
+}
+
+fn bench_sampler(home: &Path) {
+    // Four parallel builds, each a small process tree, for about 10 s.
+    let nix = format!(
+        "let mk = i: derivation {{ name = \"sampler-bench-${{toString i}}\"; system = builtins.currentSystem; builder = \"/bin/sh\"; PATH = \"/usr/bin:/bin\"; salt = \"{}\"; args = [\"-c\" \"for j in 1 2 3 4 5; do sleep 10 & done; wait; echo > $out\"]; }}; in map mk [1 2 3 4]",
+        salt("sampler", 0)
+    );
+    let file = home.join("sampler-bench.nix");
+    std::fs::write(&file, nix).expect("write");
+    let mut child = Command::new(ledger_bin())
+        .arg("build")
+        .arg("-f")
+        .arg(&file)
+        .args(["-j", "4", "--no-link", "--option", "substituters", ""])
+        .env("NIX_LEDGER_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    let mut last = 0;
+    while child.try_wait().expect("wait").is_none() {
+        if let Some(t) = thread_ticks(child.id(), "nix-ledger-samp") {
+            last = t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wall = start.elapsed().as_secs_f64();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = last as f64 / hz;
+    let procs = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+                .count()
+        })
+        .unwrap_or(0);
+    println!(
+        "| sampler, 4 builds × 6 processes, {procs} processes on the machine | {:.2} s CPU in {:.1} s | {:.2}% of one core |",
+        cpu,
+        wall,
+        cpu / wall * 100.0
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(6);
+    let home = std::env::temp_dir().join(format!("nix-ledger-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("home");
+    let home: PathBuf = home;
+    println!("| benchmark | measured | result |\n|---|---|---|");
+    if want("events") {
+        bench_events();
+    }
+    if want("graph") {
+        bench_graph(runs, &home);
+    }
+    if want("lines") {
+        bench_lines(runs.min(4), &home);
+    }
+    if want("sampler") {
+        bench_sampler(&home);
+    }
+    let _ = std::fs::remove_dir_all(&home);
+}

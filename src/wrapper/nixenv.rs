@@ -1,0 +1,154 @@
+//! Nix's version and the `max-jobs`/`cores` settings for the session row, cached in the
+//! state directory: asking costs two `nix` processes (~35 ms of CPU) per build, and
+//! both answers change only when the `nix` binary or a nix.conf changes, which is what
+//! the cache is keyed on.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::nix::command;
+
+/// The cache's file name in the state directory.
+pub const CACHE_FILE: &str = "nix-settings-cache.json";
+
+/// What the session row needs from Nix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NixSettings {
+    pub nix_version: Option<String>,
+    pub max_jobs: Option<i64>,
+    pub cores: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cached {
+    key: String,
+    settings: NixSettings,
+}
+
+/// What the answers depend on: the `nix` found on PATH and every place Nix reads its
+/// configuration from, each with its modification time.
+pub fn cache_key() -> String {
+    let mut parts = Vec::new();
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+    };
+    if let Some(nix) = find_on_path("nix") {
+        let real = std::fs::canonicalize(&nix).unwrap_or(nix);
+        parts.push(format!("{}@{:?}", real.display(), stamp(&real)));
+    }
+    let conf_dir = std::env::var_os("NIX_CONF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/nix"));
+    let mut files = vec![conf_dir.join("nix.conf")];
+    if let Some(user) = std::env::var_os("NIX_USER_CONF_FILES") {
+        files.extend(std::env::split_paths(&user));
+    } else if let Some(config) = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+    {
+        files.push(config.join("nix/nix.conf"));
+    }
+    for file in files {
+        parts.push(format!("{}@{:?}", file.display(), stamp(&file)));
+    }
+    for var in ["NIX_CONFIG", "NIX_REMOTE"] {
+        parts.push(format!("{var}={:?}", std::env::var_os(var)));
+    }
+    parts.join("\n")
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// The settings, from the cache in `state_dir` when its key still matches, else from Nix
+/// (and then cached; a cache that cannot be written is only slower).
+pub fn settings(state_dir: &Path) -> NixSettings {
+    let key = cache_key();
+    let path = state_dir.join(CACHE_FILE);
+    if let Some(cached) = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
+    {
+        if cached.key == key {
+            return cached.settings;
+        }
+    }
+    let settings = ask_nix();
+    if settings.nix_version.is_some() {
+        if let Ok(bytes) = serde_json::to_vec(&Cached {
+            key,
+            settings: settings.clone(),
+        }) {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, bytes).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+    settings
+}
+
+fn ask_nix() -> NixSettings {
+    let mut s = NixSettings {
+        nix_version: command::nix_version().ok().map(|v| v.number()),
+        ..NixSettings::default()
+    };
+    if let Ok(config) = command::show_config() {
+        let int = |name| command::config_value(&config, name).and_then(|v| v.as_i64());
+        s.max_jobs = int("max-jobs");
+        s.cores = int("cores");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_asked_once_and_then_read_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = settings(dir.path());
+        assert!(
+            first.nix_version.is_some(),
+            "nix is on PATH in the test environment"
+        );
+        let cached: Cached =
+            serde_json::from_slice(&std::fs::read(dir.path().join(CACHE_FILE)).unwrap()).unwrap();
+        assert_eq!(cached.key, cache_key());
+        // A cache whose key matches is believed as it is.
+        let fake = Cached {
+            key: cache_key(),
+            settings: NixSettings {
+                nix_version: Some("9.9.9".into()),
+                max_jobs: Some(7),
+                cores: Some(3),
+            },
+        };
+        std::fs::write(
+            dir.path().join(CACHE_FILE),
+            serde_json::to_vec(&fake).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings(dir.path()).max_jobs, Some(7));
+        // A stale key means asking Nix again.
+        let stale = Cached {
+            key: "another nix".into(),
+            ..fake
+        };
+        std::fs::write(
+            dir.path().join(CACHE_FILE),
+            serde_json::to_vec(&stale).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings(dir.path()), first);
+    }
+}
