@@ -139,6 +139,7 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
         },
     )?;
     eprint!("{}", outcome.build.summary.render());
+    print_rebuild_causes(layout, outcome.build.session_id);
     if a.dry_run {
         let mut text = String::new();
         for cmd in &outcome.commands {
@@ -151,6 +152,18 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
         eprintln!("nix-ledger: activation failed: {cmd}");
     }
     Ok(exit_code(outcome.exit_code))
+}
+
+/// After a build: why what was built before rebuilt, on one screen. The build itself is
+/// over and recorded, so a failure here is a warning, never the command's outcome.
+fn print_rebuild_causes(layout: &Layout, session_id: i64) {
+    let summary = Ledger::open(&layout.ledger)
+        .and_then(|ledger| why::summary_after_session(&ledger, session_id));
+    match summary {
+        Ok(Some(text)) => eprint!("{text}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("nix-ledger: warning: cannot tell why things rebuilt: {e}"),
+    }
 }
 
 /// Parses the command line and runs it.
@@ -167,6 +180,7 @@ pub fn run() -> Result<ExitCode> {
                 },
             )?;
             eprint!("{}", outcome.summary.render());
+            print_rebuild_causes(&layout, outcome.session_id);
             return Ok(exit_code(outcome.exit_code));
         }
         Command::Switch(a) => return run_system(&layout, switch::Action::Switch, a),

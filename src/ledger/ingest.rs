@@ -19,9 +19,10 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::record::{self, BuildRecord, Recorded, Source, Status};
+use super::enrich;
+use super::record::{BuildRecord, Recorded, Source, Status};
 use super::{now_ms, Ledger};
-use crate::nix::{build_log, drv, store_db::StoreDb};
+use crate::nix::{build_log, store_db::StoreDb};
 use crate::spool::SpoolRecord;
 use crate::{paths, Error, Result};
 
@@ -301,19 +302,6 @@ fn ingest_line(
     rec.spool = Some((spool_key.to_string(), offset));
     rec.outputs = hook.outputs.clone();
 
-    if let Ok(parsed) = drv::read(Path::new(&hook.drv)) {
-        rec.name = parsed.env.get("name").cloned();
-        rec.system = Some(parsed.system.clone());
-        if rec.outputs.is_empty() {
-            rec.outputs = parsed
-                .outputs
-                .iter()
-                .filter(|(_, o)| !o.path.is_empty())
-                .map(|(name, o)| (name.clone(), o.path.clone()))
-                .collect();
-        }
-    }
-
     let earlier_finish: Option<i64> = tx
         .query_row(
             "SELECT max(finished_ms) FROM builds WHERE drv_path = ?1 AND finished_ms < ?2",
@@ -328,8 +316,7 @@ fn ingest_line(
         rec.timing_source = Some("build-log");
     }
 
-    let recorded = record::record_build(tx, &rec)?;
-    crate::why::remember(tx, &hook.drv, &rec.outputs)?;
+    let recorded = enrich::record_enriched(tx, store, &mut rec)?;
     if let Some(note) = &hook.note {
         note_problem(
             tx,
@@ -338,26 +325,6 @@ fn ingest_line(
             &format!("recorded, but: {note}"),
             line,
         )?;
-    }
-    if let Some(store) = store {
-        let paths: Vec<&str> = rec.outputs.iter().map(|(_, p)| p.as_str()).collect();
-        for info in store.path_infos(&paths) {
-            tx.execute(
-                "INSERT INTO store_paths (path, drv_path, nar_size, registered_ms, locally_built, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (path) DO UPDATE SET drv_path = excluded.drv_path,
-                     nar_size = excluded.nar_size, registered_ms = excluded.registered_ms,
-                     locally_built = excluded.locally_built, updated_ms = excluded.updated_ms",
-                params![
-                    info.path,
-                    info.deriver.as_deref().unwrap_or(&hook.drv),
-                    info.nar_size,
-                    info.registered_ms,
-                    info.locally_built,
-                    now_ms()
-                ],
-            )?;
-        }
     }
     Ok(recorded)
 }

@@ -5,6 +5,7 @@
 //! never blocks one that writes. Its schema version is `PRAGMA user_version`: migration
 //! N (`migrations/000N_*.sql`) brings it from N-1 to N, inside one transaction.
 
+pub mod enrich;
 pub mod ingest;
 pub mod record;
 

@@ -321,6 +321,19 @@ fn judge_roots(ledger: &Ledger, graph: &GraphDiff) -> Result<Vec<RootCause>> {
     Ok(causes)
 }
 
+/// [`summary_after_build`] for the derivations one wrapper session built.
+pub fn summary_after_session(ledger: &Ledger, session_id: i64) -> Result<Option<String>> {
+    let built: Vec<String> = ledger
+        .conn()
+        .prepare("SELECT drv_path FROM builds WHERE session_id = ?1 AND status = 'built'")
+        .and_then(|mut stmt| stmt.query_map([session_id], |row| row.get(0))?.collect())
+        .map_err(|e| ledger.err(e))?;
+    if built.is_empty() {
+        return Ok(None);
+    }
+    summary_after_build(ledger, &built)
+}
+
 /// For the wrapper, after a build: a one-screen summary of why the derivations in
 /// `built_drvs` that were built before (under another .drv) rebuilt. `None` when none was.
 /// Only the topmost rebuilt derivations are walked: the others are inside their graphs.

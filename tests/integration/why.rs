@@ -314,3 +314,50 @@ fn why_rejects_bad_targets_with_one_line_naming_them() {
         .unwrap()
         .contains("lately: not a duration"));
 }
+
+#[test]
+fn nb_build_after_a_one_node_change_prints_its_root_cause() {
+    let env = TestEnv::new("why-nb");
+    let build = |extra: &[&str]| -> String {
+        let mut cmd = Command::new(crate::util::ledger_bin());
+        cmd.arg("build")
+            .arg("-f")
+            .arg(crate::util::graph_nix())
+            .args(["--argstr", "salt", &env.salt, "--arg", "n", "12"])
+            .args([
+                "--arg",
+                "top",
+                "true",
+                "--no-link",
+                "--option",
+                "substituters",
+                "",
+            ])
+            .args(extra)
+            .env("NIX_LEDGER_HOME", env.home());
+        String::from_utf8(run_ok(&mut cmd).stderr).unwrap()
+    };
+    let first = build(&[]);
+    assert!(
+        !first.contains("root cause"),
+        "nothing was built before: {first}"
+    );
+    let second = build(&["--arg", "changeNode", "3", "--argstr", "changeValue", "x"]);
+    assert!(second.contains("1 root cause"), "{second}");
+    // Node 3's output holds only its name and salt: the extra variable changed nothing.
+    assert!(second.contains("ledger-example-3 [no-op]"), "{second}");
+    // The wrapper alone (no hook here) still records every output of every build.
+    for entry in env.history() {
+        assert_eq!(entry["source"], "wrapper");
+        let drv = entry["drv_path"].as_str().unwrap();
+        assert_eq!(
+            crate::util::entry_outputs(&entry),
+            crate::util::drv_outputs(drv),
+            "{drv}"
+        );
+        assert_eq!(
+            entry["system"],
+            std::env::consts::ARCH.to_string() + "-linux"
+        );
+    }
+}
