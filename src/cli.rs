@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use nix_ledger::ledger::{ingest, Ledger};
+use nix_ledger::ledger::{enrich, ingest, Ledger};
 use nix_ledger::paths::Layout;
 use nix_ledger::report::{self, HistoryFilter};
 use nix_ledger::switch;
@@ -157,8 +157,16 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
 /// After a build: why what was built before rebuilt, on one screen. The build itself is
 /// over and recorded, so a failure here is a warning, never the command's outcome.
 fn print_rebuild_causes(layout: &Layout, session_id: i64) {
-    let summary = Ledger::open(&layout.ledger)
-        .and_then(|ledger| why::summary_after_session(&ledger, session_id));
+    let summary = Ledger::open(&layout.ledger).and_then(|mut ledger| {
+        // Only what the summary reads is enriched now; the rest waits for the next
+        // command, so a build with nothing rebuilt pays nothing here.
+        let names = enrich::rebuilt_names(&ledger, session_id)?;
+        if names.is_empty() {
+            return Ok(None);
+        }
+        enrich::enrich_pending(&mut ledger, Some(&names))?;
+        why::summary_after_session(&ledger, session_id)
+    });
     match summary {
         Ok(Some(text)) => eprint!("{text}"),
         Ok(None) => {}
@@ -217,13 +225,14 @@ pub fn run() -> Result<ExitCode> {
         }
         Command::Ingest { json } => {
             let mut ledger = Ledger::open(&layout.ledger)?;
-            let done = ingest::ingest_all(&mut ledger, &layout.spools)?;
+            let mut done = ingest::ingest_all(&mut ledger, &layout.spools)?;
+            done.enriched = enrich::enrich_pending(&mut ledger, None)?;
             if json {
                 print_json(&done)?;
             } else {
                 print_text(&format!(
-                    "ingested: {} new, {} merged with wrapper records, {} already present, {} skipped\n",
-                    done.recorded, done.merged, done.already_present, done.skipped
+                    "ingested: {} new, {} merged with wrapper records, {} already present, {} skipped; {} builds enriched\n",
+                    done.recorded, done.merged, done.already_present, done.skipped, done.enriched
                 ))?;
             }
         }
@@ -270,11 +279,14 @@ pub fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the ledger and ingests what the hook recorded since the last command.
+/// Opens the ledger, ingests what the hook recorded since the last command, and enriches
+/// every build not enriched yet.
 fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
     let mut ledger = Ledger::open(&layout.ledger)?;
     ingest::ingest_all(&mut ledger, &layout.spools)
         .with_context(|| format!("ingesting into {}", layout.ledger.display()))?;
+    enrich::enrich_pending(&mut ledger, None)
+        .with_context(|| format!("enriching builds in {}", layout.ledger.display()))?;
     Ok(ledger)
 }
 

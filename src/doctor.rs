@@ -144,7 +144,10 @@ pub fn run(layout: &Layout) -> Report {
                     Ledger::schema_version()
                 ),
             );
-            match ingest::ingest_all(&mut ledger, &layout.spools) {
+            let ingested = ingest::ingest_all(&mut ledger, &layout.spools).and_then(|done| {
+                crate::ledger::enrich::enrich_pending(&mut ledger, None).map(|_| done)
+            });
+            match ingested {
                 Ok(done) if done.recorded > 0 => report.push(
                     "ingest",
                     Status::Ok,

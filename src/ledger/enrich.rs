@@ -1,58 +1,113 @@
-//! Recording a build with everything the ledger can learn about it, whichever way it was
-//! seen (the hook's spool line at ingest, or the wrapper's session): what its .drv says
-//! (name, system, outputs), what the Nix store says of its outputs (size, origin), and,
-//! for a build made here, the snapshots and manifests that `why` needs later. All of it
-//! reads files, which is why none of it happens on the hook's path.
+//! Enrichment: everything the ledger learns about a recorded build beyond what its
+//! recorder saw: what its .drv says (name, system, outputs), what the Nix store says of
+//! its outputs (size, origin), and, for a build made here, the .drv snapshots and
+//! manifests that `why` needs once the store has forgotten them.
+//!
+//! Recording (the hook's spool lines at ingest, the wrapper's session) stays fast and
+//! leaves builds marked not enriched (`builds.enriched_ms IS NULL`); every command then
+//! enriches what is pending before it reads (`nix-ledger build` only the derivations its
+//! rebuild summary needs, so the user's build does not wait for the rest).
 
 use std::path::Path;
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::now_ms;
-use super::record::{record_build, BuildRecord, Recorded, Status};
+use super::{now_ms, Ledger};
 use crate::nix::drv;
 use crate::nix::store_db::StoreDb;
+use crate::{Error, Result};
 
-/// Fills what `rec` lacks from its .drv, records it, and remembers what `why` needs.
-pub fn record_enriched(
-    tx: &Transaction<'_>,
-    store: Option<&StoreDb>,
-    rec: &mut BuildRecord,
-) -> rusqlite::Result<Recorded> {
-    from_drv(rec);
-    let recorded = record_build(tx, rec)?;
-    if rec.status == Status::Built {
-        crate::why::remember(tx, &rec.drv_path, &rec.outputs)?;
+/// Builds enriched per transaction: large enough to amortise commits, small enough that
+/// an interrupted enrichment keeps most of its work.
+const BATCH: usize = 500;
+
+/// Enriches every build not enriched yet, or only those of derivations named in `names`.
+/// Returns how many builds were enriched.
+pub fn enrich_pending(ledger: &mut Ledger, names: Option<&[String]>) -> Result<usize> {
+    let path = ledger.path().to_path_buf();
+    let err = |e| Error::ledger(&path, e);
+    let store = StoreDb::open_default();
+    let mut done = 0;
+    let name_filters: Vec<Option<&str>> = match names {
+        Some(list) => list.iter().map(|n| Some(n.as_str())).collect(),
+        None => vec![None],
+    };
+    for name in name_filters {
+        loop {
+            let tx = ledger.conn_mut().transaction().map_err(err)?;
+            let pending: Vec<(i64, String, String)> = tx
+                .prepare_cached(
+                    "SELECT b.id, b.drv_path, b.status FROM builds b
+                     JOIN derivations d ON d.drv_path = b.drv_path
+                     WHERE b.enriched_ms IS NULL AND (?1 IS NULL OR d.name = ?1)
+                     ORDER BY b.id LIMIT ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![name, BATCH as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect()
+                })
+                .map_err(err)?;
+            if pending.is_empty() {
+                break;
+            }
+            for (id, drv_path, status) in &pending {
+                enrich_build(&tx, store.as_ref(), *id, drv_path, status == "built").map_err(err)?;
+            }
+            tx.commit().map_err(err)?;
+            done += pending.len();
+        }
     }
-    if let Some(store) = store {
-        store_paths(tx, store, &rec.drv_path, &rec.outputs)?;
-    }
-    Ok(recorded)
+    Ok(done)
 }
 
-/// Name, system and (when none are known) output paths from the .drv, if it can be read.
-fn from_drv(rec: &mut BuildRecord) {
-    if rec.name.is_some() && rec.system.is_some() && !rec.outputs.is_empty() {
-        return;
+fn enrich_build(
+    tx: &Transaction<'_>,
+    store: Option<&StoreDb>,
+    build_id: i64,
+    drv_path: &str,
+    built_here: bool,
+) -> rusqlite::Result<()> {
+    let mut outputs: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT output_name, path FROM build_outputs WHERE build_id = ?1 ORDER BY output_name",
+        )?
+        .query_map([build_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    if let Ok(parsed) = drv::read(Path::new(drv_path)) {
+        tx.execute(
+            "UPDATE derivations SET name = COALESCE(?2, name), system = COALESCE(system, ?3)
+             WHERE drv_path = ?1",
+            params![drv_path, parsed.env.get("name"), parsed.system],
+        )?;
+        if outputs.is_empty() {
+            // Floating content-addressed outputs have no path in the .drv: left out.
+            outputs = parsed
+                .outputs
+                .iter()
+                .filter(|(_, o)| !o.path.is_empty())
+                .map(|(name, o)| (name.clone(), o.path.clone()))
+                .collect();
+            for (name, path) in &outputs {
+                tx.execute(
+                    "INSERT OR IGNORE INTO build_outputs (build_id, output_name, path) VALUES (?1, ?2, ?3)",
+                    params![build_id, name, path],
+                )?;
+            }
+        }
     }
-    let Ok(parsed) = drv::read(Path::new(&rec.drv_path)) else {
-        return;
-    };
-    if rec.name.is_none() {
-        rec.name = parsed.env.get("name").cloned();
+    if let Some(store) = store {
+        store_paths(tx, store, drv_path, &outputs)?;
     }
-    if rec.system.is_none() {
-        rec.system = Some(parsed.system.clone());
+    if built_here {
+        crate::why::remember(tx, drv_path, &outputs)?;
     }
-    if rec.outputs.is_empty() {
-        // Floating content-addressed outputs have no path in the .drv: left out.
-        rec.outputs = parsed
-            .outputs
-            .iter()
-            .filter(|(_, o)| !o.path.is_empty())
-            .map(|(name, o)| (name.clone(), o.path.clone()))
-            .collect();
-    }
+    tx.execute(
+        "UPDATE builds SET enriched_ms = ?2 WHERE id = ?1",
+        params![build_id, now_ms()],
+    )?;
+    Ok(())
 }
 
 /// Size, registration time and origin of each output that is in the store.
@@ -81,4 +136,34 @@ fn store_paths(
         )?;
     }
     Ok(())
+}
+
+/// Names of derivations that `session_id` built and that were built before under another
+/// .drv: what its rebuild summary is about.
+pub fn rebuilt_names(ledger: &Ledger, session_id: i64) -> Result<Vec<String>> {
+    ledger
+        .conn()
+        .prepare(
+            "SELECT DISTINCT d.name FROM builds b JOIN derivations d ON d.drv_path = b.drv_path
+             WHERE b.session_id = ?1 AND b.status = 'built' AND EXISTS (
+                 SELECT 1 FROM builds e JOIN derivations f ON f.drv_path = e.drv_path
+                 WHERE f.name = d.name AND e.drv_path != b.drv_path AND e.status = 'built'
+                   AND e.id < b.id)",
+        )
+        .and_then(|mut stmt| stmt.query_map([session_id], |r| r.get(0))?.collect())
+        .map_err(|e| ledger.err(e))
+}
+
+/// Whether any build is waiting for enrichment (for `doctor`).
+pub fn pending_count(ledger: &Ledger) -> Result<i64> {
+    ledger
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM builds WHERE enriched_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map(|n| n.unwrap_or(0))
+        .map_err(|e| ledger.err(e))
 }

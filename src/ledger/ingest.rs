@@ -6,10 +6,9 @@
 //! (.drv, hook time), so a line read twice is still recorded once. Lines that cannot be
 //! read are skipped, counted and kept in `ingest_problems`; they never stop an ingest.
 //!
-//! Enrichment happens here, off the hook's path: name and system from the .drv, build
-//! start and end from the build log's birth and modification times, output sizes and
-//! origin from the Nix store database, and what `why` needs later (the closure's .drv
-//! files and manifests of sources and outputs, see [`crate::why::remember`]).
+//! Ingest adds only what is cheap and must be read while it is fresh: the build's start and
+//! end from its build log's birth and modification times (a later rebuild rewrites the
+//! log). Everything else is [`super::enrich`]'s, after.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -19,10 +18,9 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::enrich;
-use super::record::{BuildRecord, Recorded, Source, Status};
+use super::record::{self, BuildRecord, Recorded, Source, Status};
 use super::{now_ms, Ledger};
-use crate::nix::{build_log, store_db::StoreDb};
+use crate::nix::build_log;
 use crate::spool::SpoolRecord;
 use crate::{paths, Error, Result};
 
@@ -44,6 +42,8 @@ pub struct IngestReport {
     pub merged: u64,
     pub already_present: u64,
     pub skipped: u64,
+    /// Builds enriched right after (see [`super::enrich`]), when the caller did that.
+    pub enriched: usize,
 }
 
 /// What one ingest did with one spool.
@@ -62,10 +62,9 @@ pub struct SpoolIngest {
 /// Ingests every spool of the layout: the user's, then the system's.
 pub fn ingest_all(ledger: &mut Ledger, spools: &[std::path::PathBuf]) -> Result<IngestReport> {
     let mut report = IngestReport::default();
-    let store = StoreDb::open_default();
     for spool in spools {
         for file in [spool.clone(), errors_file_beside(spool)] {
-            let one = ingest_spool(ledger, &file, store.as_ref())?;
+            let one = ingest_spool(ledger, &file)?;
             report.recorded += one.recorded;
             report.merged += one.merged;
             report.already_present += one.already_present;
@@ -87,7 +86,6 @@ fn errors_file_beside(spool: &Path) -> std::path::PathBuf {
 pub fn ingest_spool(
     ledger: &mut Ledger,
     path: &Path,
-    store: Option<&StoreDb>,
 ) -> Result<SpoolIngest> {
     let mut report = SpoolIngest {
         path: path.display().to_string(),
@@ -190,7 +188,7 @@ pub fn ingest_spool(
             let mut skipped = 0u64;
             for &(line_offset, line) in batch {
                 report.lines += 1;
-                match ingest_line(&tx, &spool_key, line_offset as i64, line, store) {
+                match ingest_line(&tx, &spool_key, line_offset as i64, line) {
                     Ok(Recorded::Inserted(_)) => report.recorded += 1,
                     Ok(Recorded::Merged(_)) => report.merged += 1,
                     Ok(Recorded::AlreadyPresent(_)) => report.already_present += 1,
@@ -285,7 +283,6 @@ fn ingest_line(
     spool_key: &str,
     offset: i64,
     line: &[u8],
-    store: Option<&StoreDb>,
 ) -> Result<Recorded, LineError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let hook = SpoolRecord::parse_line(line).map_err(LineError::Skip)?;
@@ -316,7 +313,7 @@ fn ingest_line(
         rec.timing_source = Some("build-log");
     }
 
-    let recorded = enrich::record_enriched(tx, store, &mut rec)?;
+    let recorded = record::record_build(tx, &rec)?;
     if let Some(note) = &hook.note {
         note_problem(
             tx,

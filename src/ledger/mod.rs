@@ -21,6 +21,7 @@ use crate::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_manifests.sql"),
+    include_str!("migrations/0003_enrichment.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.

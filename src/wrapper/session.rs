@@ -6,10 +6,8 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::state::FinishedBuild;
-use crate::ledger::enrich::record_enriched;
-use crate::ledger::record::{BuildRecord, Source, Status};
+use crate::ledger::record::{record_build, BuildRecord, Source, Status};
 use crate::ledger::Ledger;
-use crate::nix::store_db::StoreDb;
 use crate::Result;
 
 /// What is known of the session when it starts.
@@ -71,7 +69,6 @@ pub fn close(
 ) -> Result<()> {
     let path = ledger.path().to_path_buf();
     let err = |e| crate::Error::ledger(&path, e);
-    let store = StoreDb::open_default();
     let tx = ledger.conn_mut().transaction().map_err(err)?;
     for b in builds {
         let mut rec = BuildRecord::new(&b.drv_path, Source::Wrapper, b.status, b.finished_ms);
@@ -92,7 +89,7 @@ pub fn close(
             rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
             rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
         }
-        record_enriched(&tx, store.as_ref(), &mut rec).map_err(err)?;
+        record_build(&tx, &rec).map_err(err)?;
     }
     for s in substituted {
         let mut rec = BuildRecord::new(
@@ -104,7 +101,7 @@ pub fn close(
         rec.session_id = Some(id);
         rec.started_ms = Some(s.started_ms);
         rec.timing_source = Some("wrapper");
-        record_enriched(&tx, store.as_ref(), &mut rec).map_err(err)?;
+        record_build(&tx, &rec).map_err(err)?;
     }
     tx.execute(
         "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
