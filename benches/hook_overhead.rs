@@ -118,7 +118,10 @@ fn main() {
     println!("  no hook            {m_none:.3} s");
     println!("  /bin/true as hook  {m_true:.3} s");
     println!("  nix-ledger-hook    {m_ours:.3} s");
-    println!("  ratio ours / true  {:.3} (of the medians)", m_ours / m_true);
+    println!(
+        "  ratio ours / true  {:.3} (of the medians)",
+        m_ours / m_true
+    );
     println!(
         "  ratio ours / true  {m_paired:.3} (median of the per-round ratios, min {:.3}, max {:.3})",
         paired[0],

@@ -157,16 +157,10 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
 /// After a build: why what was built before rebuilt, on one screen. The build itself is
 /// over and recorded, so a failure here is a warning, never the command's outcome.
 fn print_rebuild_causes(layout: &Layout, session_id: i64) {
-    let summary = Ledger::open(&layout.ledger).and_then(|mut ledger| {
-        // Only what the summary reads is enriched now; the rest waits for the next
-        // command, so a build with nothing rebuilt pays nothing here.
-        let names = enrich::rebuilt_names(&ledger, session_id)?;
-        if names.is_empty() {
-            return Ok(None);
-        }
-        enrich::enrich_pending(&mut ledger, Some(&names))?;
-        why::summary_after_session(&ledger, session_id)
-    });
+    // Enrichment of the session's builds waits for the next command; the summary enriches
+    // only the builds of the root causes it judges.
+    let summary = Ledger::open(&layout.ledger)
+        .and_then(|ledger| why::summary_after_session(&ledger, session_id));
     match summary {
         Ok(Some(text)) => eprint!("{text}"),
         Ok(None) => {}
@@ -226,7 +220,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Ingest { json } => {
             let mut ledger = Ledger::open(&layout.ledger)?;
             let mut done = ingest::ingest_all(&mut ledger, &layout.spools)?;
-            done.enriched = enrich::enrich_pending(&mut ledger, None)?;
+            done.enriched = enrich::enrich_pending(&mut ledger)?;
             if json {
                 print_json(&done)?;
             } else {
@@ -285,7 +279,7 @@ fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
     let mut ledger = Ledger::open(&layout.ledger)?;
     ingest::ingest_all(&mut ledger, &layout.spools)
         .with_context(|| format!("ingesting into {}", layout.ledger.display()))?;
-    enrich::enrich_pending(&mut ledger, None)
+    enrich::enrich_pending(&mut ledger)
         .with_context(|| format!("enriching builds in {}", layout.ledger.display()))?;
     Ok(ledger)
 }

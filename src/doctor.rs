@@ -144,9 +144,8 @@ pub fn run(layout: &Layout) -> Report {
                     Ledger::schema_version()
                 ),
             );
-            let ingested = ingest::ingest_all(&mut ledger, &layout.spools).and_then(|done| {
-                crate::ledger::enrich::enrich_pending(&mut ledger, None).map(|_| done)
-            });
+            let ingested = ingest::ingest_all(&mut ledger, &layout.spools)
+                .and_then(|done| crate::ledger::enrich::enrich_pending(&mut ledger).map(|_| done));
             match ingested {
                 Ok(done) if done.recorded > 0 => report.push(
                     "ingest",

@@ -5,12 +5,13 @@
 //!
 //! Recording (the hook's spool lines at ingest, the wrapper's session) stays fast and
 //! leaves builds marked not enriched (`builds.enriched_ms IS NULL`); every command then
-//! enriches what is pending before it reads (`nix-ledger build` only the derivations its
-//! rebuild summary needs, so the user's build does not wait for the rest).
+//! enriches what is pending before it reads, except `nix-ledger build`, whose rebuild
+//! summary enriches only the builds of the root causes it judges, so that the user's
+//! build does not wait for the rest.
 
 use std::path::Path;
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 
 use super::{now_ms, Ledger};
 use crate::nix::drv;
@@ -21,45 +22,57 @@ use crate::{Error, Result};
 /// an interrupted enrichment keeps most of its work.
 const BATCH: usize = 500;
 
-/// Enriches every build not enriched yet, or only those of derivations named in `names`.
-/// Returns how many builds were enriched.
-pub fn enrich_pending(ledger: &mut Ledger, names: Option<&[String]>) -> Result<usize> {
+/// Enriches every build not enriched yet; returns how many.
+pub fn enrich_pending(ledger: &mut Ledger) -> Result<usize> {
     let path = ledger.path().to_path_buf();
     let err = |e| Error::ledger(&path, e);
     let store = StoreDb::open_default();
     let mut done = 0;
-    let name_filters: Vec<Option<&str>> = match names {
-        Some(list) => list.iter().map(|n| Some(n.as_str())).collect(),
-        None => vec![None],
-    };
-    for name in name_filters {
-        loop {
-            let tx = ledger.conn_mut().transaction().map_err(err)?;
-            let pending: Vec<(i64, String, String)> = tx
-                .prepare_cached(
-                    "SELECT b.id, b.drv_path, b.status FROM builds b
-                     JOIN derivations d ON d.drv_path = b.drv_path
-                     WHERE b.enriched_ms IS NULL AND (?1 IS NULL OR d.name = ?1)
-                     ORDER BY b.id LIMIT ?2",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_map(params![name, BATCH as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?
+    loop {
+        let tx = ledger.conn_mut().transaction().map_err(err)?;
+        let pending: Vec<(i64, String, String)> = tx
+            .prepare_cached(
+                "SELECT id, drv_path, status FROM builds WHERE enriched_ms IS NULL
+                 ORDER BY id LIMIT ?1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([BATCH as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect()
-                })
-                .map_err(err)?;
-            if pending.is_empty() {
-                break;
-            }
-            for (id, drv_path, status) in &pending {
-                enrich_build(&tx, store.as_ref(), *id, drv_path, status == "built").map_err(err)?;
-            }
-            tx.commit().map_err(err)?;
-            done += pending.len();
+            })
+            .map_err(err)?;
+        if pending.is_empty() {
+            return Ok(done);
         }
+        for (id, drv_path, status) in &pending {
+            enrich_build(&tx, store.as_ref(), *id, drv_path, status == "built").map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        done += pending.len();
     }
-    Ok(done)
+}
+
+/// Enriches the builds of one .drv that are not enriched yet.
+pub fn enrich_drv(ledger: &Ledger, drv_path: &str) -> Result<()> {
+    let err = |e| ledger.err(e);
+    let conn = ledger.conn();
+    let pending: Vec<(i64, String)> = conn
+        .prepare_cached("SELECT id, status FROM builds WHERE drv_path = ?1 AND enriched_ms IS NULL")
+        .and_then(|mut stmt| {
+            stmt.query_map([drv_path], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(err)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let store = StoreDb::open_default();
+    // The caller holds a shared connection; its reads are done, so one write transaction
+    // on it is safe.
+    let tx = conn.unchecked_transaction().map_err(err)?;
+    for (id, status) in &pending {
+        enrich_build(&tx, store.as_ref(), *id, drv_path, status == "built").map_err(err)?;
+    }
+    tx.commit().map_err(err)
 }
 
 fn enrich_build(
@@ -136,34 +149,4 @@ fn store_paths(
         )?;
     }
     Ok(())
-}
-
-/// Names of derivations that `session_id` built and that were built before under another
-/// .drv: what its rebuild summary is about.
-pub fn rebuilt_names(ledger: &Ledger, session_id: i64) -> Result<Vec<String>> {
-    ledger
-        .conn()
-        .prepare(
-            "SELECT DISTINCT d.name FROM builds b JOIN derivations d ON d.drv_path = b.drv_path
-             WHERE b.session_id = ?1 AND b.status = 'built' AND EXISTS (
-                 SELECT 1 FROM builds e JOIN derivations f ON f.drv_path = e.drv_path
-                 WHERE f.name = d.name AND e.drv_path != b.drv_path AND e.status = 'built'
-                   AND e.id < b.id)",
-        )
-        .and_then(|mut stmt| stmt.query_map([session_id], |r| r.get(0))?.collect())
-        .map_err(|e| ledger.err(e))
-}
-
-/// Whether any build is waiting for enrichment (for `doctor`).
-pub fn pending_count(ledger: &Ledger) -> Result<i64> {
-    ledger
-        .conn()
-        .query_row(
-            "SELECT count(*) FROM builds WHERE enriched_ms IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map(|n| n.unwrap_or(0))
-        .map_err(|e| ledger.err(e))
 }

@@ -83,10 +83,7 @@ fn errors_file_beside(spool: &Path) -> std::path::PathBuf {
 }
 
 /// Ingests the new lines of one spool file.
-pub fn ingest_spool(
-    ledger: &mut Ledger,
-    path: &Path,
-) -> Result<SpoolIngest> {
+pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
     let mut report = SpoolIngest {
         path: path.display().to_string(),
         ..SpoolIngest::default()

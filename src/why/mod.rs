@@ -47,6 +47,9 @@ pub struct RootCause {
     /// Derivations that rebuild because of this one and of other root causes.
     pub downstream_shared: usize,
     pub verdict: Verdict,
+    /// This derivation and those rebuilt only because of it: whose build time it cost.
+    #[serde(skip)]
+    cost_drvs: Vec<String>,
 }
 
 /// The answer to `nix-ledger why`.
@@ -276,9 +279,25 @@ pub fn report(
     name: String,
     against_ms: Option<i64>,
 ) -> Result<WhyReport> {
+    let mut why = walk(ledger, loader, new, against, name, against_ms)?;
+    for cause in &mut why.root_causes {
+        judge(ledger, cause)?;
+    }
+    Ok(why)
+}
+
+/// Walks the pair and finds the root causes, without judging them (see [`judge`]).
+fn walk(
+    ledger: &Ledger,
+    loader: &mut Loader<'_>,
+    new: &str,
+    against: &str,
+    name: String,
+    against_ms: Option<i64>,
+) -> Result<WhyReport> {
     let manifests = LedgerManifests { ledger };
     let graph = diff::diff_graphs(loader, &manifests, new, against)?;
-    let root_causes = judge_roots(ledger, &graph)?;
+    let root_causes = roots(&graph);
     Ok(WhyReport {
         target: new.to_string(),
         against: against.to_string(),
@@ -289,13 +308,13 @@ pub fn report(
     })
 }
 
-fn judge_roots(ledger: &Ledger, graph: &GraphDiff) -> Result<Vec<RootCause>> {
+fn roots(graph: &GraphDiff) -> Vec<RootCause> {
     let mut causes = Vec::with_capacity(graph.roots.len());
     for root in &graph.roots {
         let Some(node) = graph.nodes.get(root.node) else {
             continue;
         };
-        let cost_drvs: Vec<&str> = std::iter::once(node.new.as_str())
+        let cost_drvs: Vec<String> = std::iter::once(node.new.as_str())
             .chain(
                 root.downstream_only
                     .iter()
@@ -303,9 +322,8 @@ fn judge_roots(ledger: &Ledger, graph: &GraphDiff) -> Result<Vec<RootCause>> {
             )
             .collect::<HashSet<_>>()
             .into_iter()
+            .map(str::to_string)
             .collect();
-        let verdict = verdict::judge(ledger.conn(), &node.own, &node.new, &node.old, &cost_drvs)
-            .map_err(|e| ledger.err(e))?;
         causes.push(RootCause {
             name: node.name.clone(),
             new_drv: node.new.clone(),
@@ -313,12 +331,32 @@ fn judge_roots(ledger: &Ledger, graph: &GraphDiff) -> Result<Vec<RootCause>> {
             changes: node.own.clone(),
             downstream: root.downstream_only.len(),
             downstream_shared: root.downstream_any - root.downstream_only.len(),
-            verdict,
+            verdict: Verdict::unjudged(),
+            cost_drvs,
         });
     }
     // The cause of most rebuilds first.
     causes.sort_by(|a, b| b.downstream.cmp(&a.downstream).then(a.name.cmp(&b.name)));
-    Ok(causes)
+    causes
+}
+
+/// Judges one root cause. Its two builds are enriched first if they are not yet (their
+/// outputs and output manifests decide "no-op"), and only they: a summary right after a
+/// build judges only the causes it shows.
+fn judge(ledger: &Ledger, cause: &mut RootCause) -> Result<()> {
+    for drv in [&cause.new_drv, &cause.old_drv] {
+        crate::ledger::enrich::enrich_drv(ledger, drv)?;
+    }
+    let cost: Vec<&str> = cause.cost_drvs.iter().map(String::as_str).collect();
+    cause.verdict = verdict::judge(
+        ledger.conn(),
+        &cause.changes,
+        &cause.new_drv,
+        &cause.old_drv,
+        &cost,
+    )
+    .map_err(|e| ledger.err(e))?;
+    Ok(())
 }
 
 /// [`summary_after_build`] for the derivations one wrapper session built.
@@ -349,6 +387,7 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
     }
     let mut reports = Vec::new();
     let mut rebuilt = 0usize;
+    let mut targets = 0usize;
     for drv in built_drvs {
         let name = derivation_name(ledger, &mut loader, drv)?;
         // Earlier than this build: a later build of the name is no reason for this one.
@@ -360,10 +399,49 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
         if inputs_of_built.contains(drv.as_str()) || loader.get(&old)?.is_none() {
             continue;
         }
-        reports.push(report(ledger, &mut loader, drv, &old, name, Some(at))?);
+        targets += 1;
+        if reports.len() < SUMMARY_MAX_TARGETS {
+            reports.push(walk(ledger, &mut loader, drv, &old, name, Some(at))?);
+        }
     }
     if rebuilt == 0 {
         return Ok(None);
     }
-    Ok(Some(render::summary(rebuilt, &reports)))
+    // Judge only what the summary shows: the causes of most rebuilds, each once.
+    let mut shown: Vec<(usize, String)> = reports
+        .iter()
+        .flat_map(|r| &r.root_causes)
+        .map(|c| (c.downstream, c.new_drv.clone()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    shown.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    shown.truncate(render::SUMMARY_MAX_CAUSES);
+    let mut judged: std::collections::HashMap<String, Verdict> = std::collections::HashMap::new();
+    for report in &mut reports {
+        for cause in &mut report.root_causes {
+            if !shown.iter().any(|(_, drv)| *drv == cause.new_drv) {
+                continue;
+            }
+            match judged.get(&cause.new_drv) {
+                Some(verdict) => cause.verdict = verdict.clone(),
+                None => {
+                    judge(ledger, cause)?;
+                    judged.insert(cause.new_drv.clone(), cause.verdict.clone());
+                }
+            }
+        }
+    }
+    let mut text = render::summary(rebuilt, &reports);
+    if targets > reports.len() {
+        text.push_str(&format!(
+            "  (causes of the first {} of {targets} rebuilt targets; `nix-ledger why` tells any other)\n",
+            reports.len()
+        ));
+    }
+    Ok(Some(text))
 }
+
+/// How many rebuilt targets (rebuilt derivations no other rebuilt one depends on) a
+/// summary walks: one for a system or a package, many for a list of unrelated ones.
+const SUMMARY_MAX_TARGETS: usize = 16;

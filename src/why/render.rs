@@ -262,8 +262,11 @@ fn headline(own: &OwnChanges) -> String {
 }
 
 /// The after-build summary: at most about one screen (24 lines).
+/// How many root causes the summary after a build lists.
+pub const SUMMARY_MAX_CAUSES: usize = 8;
+
 pub fn summary(rebuilt: usize, reports: &[WhyReport]) -> String {
-    const MAX_CAUSES: usize = 8;
+    const MAX_CAUSES: usize = SUMMARY_MAX_CAUSES;
     let mut causes: Vec<&RootCause> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for r in reports {

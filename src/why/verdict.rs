@@ -91,6 +91,20 @@ impl VerdictKind {
     }
 }
 
+impl Verdict {
+    /// Not judged (yet): a plain change, nothing measured.
+    pub fn unjudged() -> Verdict {
+        Verdict {
+            kind: VerdictKind::Change,
+            files: Vec::new(),
+            advice: None,
+            outputs_identical: None,
+            cost_ms: None,
+            cost_builds: 0,
+        }
+    }
+}
+
 /// The verdict on one root cause.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verdict {
