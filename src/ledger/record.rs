@@ -162,11 +162,11 @@ pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result
         None => Recorded::Inserted(insert(tx, rec)?),
     };
     for (name, path) in &rec.outputs {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO build_outputs (build_id, output_name, path) VALUES (?1, ?2, ?3)
              ON CONFLICT (build_id, output_name) DO UPDATE SET path = excluded.path",
-            params![id.build_id(), name, path],
-        )?;
+        )?
+        .execute(params![id.build_id(), name, path])?;
     }
     Ok(id)
 }
@@ -176,19 +176,19 @@ fn upsert_derivation(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
         .name
         .clone()
         .unwrap_or_else(|| name_from_drv_path(&rec.drv_path));
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO derivations (drv_path, name, system, first_seen_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (drv_path) DO UPDATE SET
              system = COALESCE(derivations.system, excluded.system),
              name = CASE WHEN ?5 THEN excluded.name ELSE derivations.name END",
-        params![
-            rec.drv_path,
-            name,
-            rec.system,
-            rec.finished_ms,
-            rec.name.is_some()
-        ],
-    )?;
+    )?
+    .execute(params![
+        rec.drv_path,
+        name,
+        rec.system,
+        rec.finished_ms,
+        rec.name.is_some()
+    ])?;
     Ok(())
 }
 
@@ -196,12 +196,14 @@ fn upsert_derivation(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
 /// stopped shortly before this hook ran.
 fn find_wrapper_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<Option<i64>> {
     let hook_ms = rec.hook_recorded_ms.unwrap_or(rec.finished_ms);
-    tx.query_row(
+    tx.prepare_cached(
         "SELECT id FROM builds
          WHERE drv_path = ?1 AND source = 'wrapper' AND status = 'built'
            AND hook_recorded_ms IS NULL
            AND finished_ms BETWEEN ?2 - ?3 AND ?2 + ?4
          ORDER BY abs(finished_ms - ?2) LIMIT 1",
+    )?
+    .query_row(
         params![rec.drv_path, hook_ms, MERGE_WINDOW_MS, MERGE_EARLY_MS],
         |row| row.get(0),
     )
@@ -214,11 +216,13 @@ fn find_hook_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
     if rec.status != Status::Built {
         return Ok(None);
     }
-    tx.query_row(
+    tx.prepare_cached(
         "SELECT id FROM builds
          WHERE drv_path = ?1 AND source = 'hook' AND session_id IS NULL
            AND hook_recorded_ms BETWEEN ?2 - ?4 AND ?2 + ?3
          ORDER BY abs(hook_recorded_ms - ?2) LIMIT 1",
+    )?
+    .query_row(
         params![
             rec.drv_path,
             rec.finished_ms,
@@ -235,31 +239,31 @@ fn insert(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<i64> {
         Some((key, offset)) => (Some(key.as_str()), Some(*offset)),
         None => (None, None),
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO builds (drv_path, session_id, source, status, started_ms, finished_ms,
              duration_ms, timing_source, machine, peak_rss_bytes, cpu_user_ms, cpu_system_ms,
              log_lines, log_tail, hook_recorded_ms, spool_key, spool_offset)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
-            rec.drv_path,
-            rec.session_id,
-            rec.source.as_str(),
-            rec.status.as_str(),
-            rec.started_ms,
-            rec.finished_ms,
-            rec.duration_ms(),
-            rec.timing_source,
-            rec.machine,
-            rec.peak_rss_bytes,
-            rec.cpu_user_ms,
-            rec.cpu_system_ms,
-            rec.log_lines,
-            rec.log_tail,
-            rec.hook_recorded_ms,
-            spool_key,
-            spool_offset,
-        ],
-    )?;
+    )?
+    .execute(params![
+        rec.drv_path,
+        rec.session_id,
+        rec.source.as_str(),
+        rec.status.as_str(),
+        rec.started_ms,
+        rec.finished_ms,
+        rec.duration_ms(),
+        rec.timing_source,
+        rec.machine,
+        rec.peak_rss_bytes,
+        rec.cpu_user_ms,
+        rec.cpu_system_ms,
+        rec.log_lines,
+        rec.log_tail,
+        rec.hook_recorded_ms,
+        spool_key,
+        spool_offset,
+    ])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -272,16 +276,16 @@ fn merge_into(tx: &Transaction<'_>, id: i64, rec: &BuildRecord) -> rusqlite::Res
                 Some((key, offset)) => (Some(key.as_str()), Some(*offset)),
                 None => (None, None),
             };
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE builds SET hook_recorded_ms = ?2,
                      spool_key = COALESCE(spool_key, ?3),
                      spool_offset = COALESCE(spool_offset, ?4)
                  WHERE id = ?1",
-                params![id, rec.hook_recorded_ms, spool_key, spool_offset],
-            )?;
+            )?
+            .execute(params![id, rec.hook_recorded_ms, spool_key, spool_offset])?;
         }
         Source::Wrapper => {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE builds SET source = 'wrapper', session_id = ?2, status = ?3,
                      started_ms = COALESCE(?4, started_ms), finished_ms = ?5,
                      duration_ms = COALESCE(?6, duration_ms),
@@ -293,22 +297,22 @@ fn merge_into(tx: &Transaction<'_>, id: i64, rec: &BuildRecord) -> rusqlite::Res
                      log_lines = COALESCE(?12, log_lines),
                      log_tail = COALESCE(?13, log_tail)
                  WHERE id = ?1",
-                params![
-                    id,
-                    rec.session_id,
-                    rec.status.as_str(),
-                    rec.started_ms,
-                    rec.finished_ms,
-                    rec.duration_ms(),
-                    rec.timing_source,
-                    rec.machine,
-                    rec.peak_rss_bytes,
-                    rec.cpu_user_ms,
-                    rec.cpu_system_ms,
-                    rec.log_lines,
-                    rec.log_tail,
-                ],
-            )?;
+            )?
+            .execute(params![
+                id,
+                rec.session_id,
+                rec.status.as_str(),
+                rec.started_ms,
+                rec.finished_ms,
+                rec.duration_ms(),
+                rec.timing_source,
+                rec.machine,
+                rec.peak_rss_bytes,
+                rec.cpu_user_ms,
+                rec.cpu_system_ms,
+                rec.log_lines,
+                rec.log_tail,
+            ])?;
         }
     }
     Ok(())
