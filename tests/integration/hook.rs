@@ -273,16 +273,11 @@ fn a_file_size_limit_never_fails_the_build_and_records_are_recovered() {
         .chain(build.get_args())
         .map(|a| format!("'{}'", a.to_str().unwrap().replace('\'', "'\\''")))
         .collect();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -f {limit_blocks}; exec {}", args.join(" ")))
-        .env("NIX_LEDGER_HOME", env.home())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -f {limit_blocks}; exec {}", args.join(" ")))
+            .env("NIX_LEDGER_HOME", env.home()),
     );
     assert_eq!(
         std::fs::metadata(env.spool()).unwrap().len(),

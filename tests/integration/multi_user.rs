@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{
-    drv_outputs, entry_outputs, graph_nix, hook_bin, ledger_bin, say_not_run, TestEnv,
+    drv_outputs, entry_outputs, graph_nix, hook_bin, ledger_bin, run_ok, say_not_run, TestEnv,
 };
 
 const NOBODY: &str = "65534";
@@ -82,21 +82,16 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
     std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let daemon = Daemon::start(sandbox.path());
 
-    let out = Command::new("nix-build")
-        .arg(graph_nix())
-        .args(["--argstr", "salt", &env.salt, "--arg", "n", "6"])
-        .args(["--no-out-link", "--option", "substituters", ""])
-        .args(["--option", "post-build-hook", hook_bin()])
-        .env("NIX_REMOTE", "daemon")
-        .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket)
-        // Set for the client only: the hook must not see it inside the daemon.
-        .env("NIX_LEDGER_HOME", env.home())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("nix-build")
+            .arg(graph_nix())
+            .args(["--argstr", "salt", &env.salt, "--arg", "n", "6"])
+            .args(["--no-out-link", "--option", "substituters", ""])
+            .args(["--option", "post-build-hook", hook_bin()])
+            .env("NIX_REMOTE", "daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket)
+            // Set for the client only: the hook must not see it inside the daemon.
+            .env("NIX_LEDGER_HOME", env.home()),
     );
     assert!(
         !env.spool().exists(),
@@ -124,19 +119,14 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
         .status()
         .unwrap()
         .success());
-    let out = Command::new("setpriv")
-        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
-        .arg(&binary)
-        .args(["history", "--json"])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", &user_home)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("setpriv")
+            .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+            .arg(&binary)
+            .args(["history", "--json"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &user_home),
     );
     let history: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
         .unwrap()

@@ -163,17 +163,12 @@ impl TestEnv {
 
     /// The .drv paths of the example graph for this salt (instantiated, not built).
     pub fn graph_drvs(&self, n: u32, extra: &[&str]) -> Vec<String> {
-        let out = Command::new("nix-instantiate")
-            .arg(graph_nix())
-            .args(["--argstr", "salt", &self.salt])
-            .args(["--arg", "n", &n.to_string()])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new("nix-instantiate")
+                .arg(graph_nix())
+                .args(["--argstr", "salt", &self.salt])
+                .args(["--arg", "n", &n.to_string()])
+                .args(extra),
         );
         String::from_utf8(out.stdout)
             .unwrap()
