@@ -51,28 +51,64 @@ pub fn enrich_pending(ledger: &mut Ledger) -> Result<usize> {
     }
 }
 
-/// Enriches the builds of one .drv that are not enriched yet.
-pub fn enrich_drv(ledger: &Ledger, drv_path: &str) -> Result<()> {
+/// Just what a verdict on `drv_path` reads, for builds not enriched yet: their outputs
+/// (from the .drv when the recorder did not know them) and those outputs' manifests. The
+/// rest of their enrichment waits for [`enrich_pending`].
+pub fn outputs_for_verdict(ledger: &Ledger, drv_path: &str) -> Result<()> {
     let err = |e| ledger.err(e);
     let conn = ledger.conn();
-    let pending: Vec<(i64, String)> = conn
-        .prepare_cached("SELECT id, status FROM builds WHERE drv_path = ?1 AND enriched_ms IS NULL")
+    let pending: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM builds WHERE drv_path = ?1 AND status = 'built' AND enriched_ms IS NULL",
+        )
         .and_then(|mut stmt| {
-            stmt.query_map([drv_path], |r| Ok((r.get(0)?, r.get(1)?)))?
+            stmt.query_map([drv_path], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(err)?;
     if pending.is_empty() {
         return Ok(());
     }
-    let store = StoreDb::open_default();
-    // The caller holds a shared connection; its reads are done, so one write transaction
-    // on it is safe.
+    let parsed = drv::read(Path::new(drv_path)).ok();
+    // The caller holds a shared connection with no statement running, so one write
+    // transaction on it is safe.
     let tx = conn.unchecked_transaction().map_err(err)?;
-    for (id, status) in &pending {
-        enrich_build(&tx, store.as_ref(), *id, drv_path, status == "built").map_err(err)?;
+    for id in pending {
+        let outputs = build_outputs(&tx, id, parsed.as_ref()).map_err(err)?;
+        crate::why::remember_outputs(&tx, &outputs).map_err(err)?;
     }
     tx.commit().map_err(err)
+}
+
+/// A build's outputs as recorded, or, when none were, from its .drv (and then recorded).
+fn build_outputs(
+    tx: &Transaction<'_>,
+    build_id: i64,
+    parsed: Option<&drv::Derivation>,
+) -> rusqlite::Result<Vec<(String, String)>> {
+    let recorded: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT output_name, path FROM build_outputs WHERE build_id = ?1 ORDER BY output_name",
+        )?
+        .query_map([build_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let Some(parsed) = parsed.filter(|_| recorded.is_empty()) else {
+        return Ok(recorded);
+    };
+    // Floating content-addressed outputs have no path in the .drv: left out.
+    let from_drv: Vec<(String, String)> = parsed
+        .outputs
+        .iter()
+        .filter(|(_, o)| !o.path.is_empty())
+        .map(|(name, o)| (name.clone(), o.path.clone()))
+        .collect();
+    for (name, path) in &from_drv {
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO build_outputs (build_id, output_name, path) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![build_id, name, path])?;
+    }
+    Ok(from_drv)
 }
 
 fn enrich_build(
@@ -82,34 +118,15 @@ fn enrich_build(
     drv_path: &str,
     built_here: bool,
 ) -> rusqlite::Result<()> {
-    let mut outputs: Vec<(String, String)> = tx
-        .prepare_cached(
-            "SELECT output_name, path FROM build_outputs WHERE build_id = ?1 ORDER BY output_name",
-        )?
-        .query_map([build_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    if let Ok(parsed) = drv::read(Path::new(drv_path)) {
-        tx.execute(
+    let parsed = drv::read(Path::new(drv_path)).ok();
+    if let Some(parsed) = &parsed {
+        tx.prepare_cached(
             "UPDATE derivations SET name = COALESCE(?2, name), system = COALESCE(system, ?3)
              WHERE drv_path = ?1",
-            params![drv_path, parsed.env.get("name"), parsed.system],
-        )?;
-        if outputs.is_empty() {
-            // Floating content-addressed outputs have no path in the .drv: left out.
-            outputs = parsed
-                .outputs
-                .iter()
-                .filter(|(_, o)| !o.path.is_empty())
-                .map(|(name, o)| (name.clone(), o.path.clone()))
-                .collect();
-            for (name, path) in &outputs {
-                tx.execute(
-                    "INSERT OR IGNORE INTO build_outputs (build_id, output_name, path) VALUES (?1, ?2, ?3)",
-                    params![build_id, name, path],
-                )?;
-            }
-        }
+        )?
+        .execute(params![drv_path, parsed.env.get("name"), parsed.system])?;
     }
+    let outputs = build_outputs(tx, build_id, parsed.as_ref())?;
     if let Some(store) = store {
         store_paths(tx, store, drv_path, &outputs)?;
     }

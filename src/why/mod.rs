@@ -33,7 +33,7 @@ use manifest::{Manifest, ManifestKind};
 use snapshot::{DrvSource, Layered, Snapshots, StoreFiles};
 use verdict::Verdict;
 
-pub use snapshot::remember;
+pub use snapshot::{remember, remember_outputs};
 
 /// One root cause of a rebuild.
 #[derive(Debug, Clone, Serialize)]
@@ -340,12 +340,12 @@ fn roots(graph: &GraphDiff) -> Vec<RootCause> {
     causes
 }
 
-/// Judges one root cause. Its two builds are enriched first if they are not yet (their
-/// outputs and output manifests decide "no-op"), and only they: a summary right after a
-/// build judges only the causes it shows.
+/// Judges one root cause. Its two builds' outputs and output manifests (what decides
+/// "no-op") are taken first if the ledger lacks them, and only theirs: a summary right
+/// after a build judges only the causes it shows.
 fn judge(ledger: &Ledger, cause: &mut RootCause) -> Result<()> {
     for drv in [&cause.new_drv, &cause.old_drv] {
-        crate::ledger::enrich::enrich_drv(ledger, drv)?;
+        crate::ledger::enrich::outputs_for_verdict(ledger, drv)?;
     }
     let cost: Vec<&str> = cause.cost_drvs.iter().map(String::as_str).collect();
     cause.verdict = verdict::judge(

@@ -132,21 +132,32 @@ pub fn remember(
             done.source_manifests += 1;
         }
     }
+    done.output_manifests = remember_outputs(tx, outputs)?;
+    Ok(done)
+}
+
+/// Stores the manifests of one build's outputs that are in the store and not known yet
+/// (what "no-op" is judged on); returns how many were stored.
+pub fn remember_outputs(
+    tx: &Transaction<'_>,
+    outputs: &[(String, String)],
+) -> rusqlite::Result<usize> {
     // Every output's hash part: an output may embed its siblings' paths too (`out` in `dev`).
     let own: Vec<String> = outputs
         .iter()
         .filter_map(|(_, p)| StorePath::parse(p).ok().map(|s| s.hash_part().to_string()))
         .collect();
+    let mut stored = 0;
     for (_, out) in outputs {
         if manifest::is_known(tx, out)? || std::fs::symlink_metadata(out).is_err() {
             continue;
         }
         if let Ok(m) = manifest::compute(out, ManifestKind::Output, own.clone()) {
             manifest::store(tx, &m)?;
-            done.output_manifests += 1;
+            stored += 1;
         }
     }
-    Ok(done)
+    Ok(stored)
 }
 
 fn is_snapshotted(conn: &Connection, drv_path: &str) -> rusqlite::Result<bool> {
