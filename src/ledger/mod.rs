@@ -13,7 +13,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use crate::{Error, Result};
 
@@ -131,6 +131,17 @@ impl Ledger {
     /// Wraps a rusqlite error with this ledger's path.
     pub fn err(&self, source: rusqlite::Error) -> Error {
         Error::ledger(&self.path, source)
+    }
+
+    /// The .drv of the latest recorded build that produced the output path `output`.
+    pub fn deriver_of(&self, output: &str) -> Result<Option<String>> {
+        self.conn
+            .prepare_cached(
+                "SELECT b.drv_path FROM build_outputs o JOIN builds b ON b.id = o.build_id
+                 WHERE o.path = ?1 ORDER BY b.finished_ms DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.query_row([output], |row| row.get(0)).optional())
+            .map_err(|e| self.err(e))
     }
 }
 

@@ -169,15 +169,9 @@ pub fn show(ledger: &Ledger, path: &str) -> Result<ShowReport> {
     let drv_path: String = if path.ends_with(".drv") {
         path.to_string()
     } else {
-        conn.query_row(
-            "SELECT b.drv_path FROM build_outputs o JOIN builds b ON b.id = o.build_id
-             WHERE o.path = ?1 ORDER BY b.finished_ms DESC LIMIT 1",
-            [path],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(|e| ledger.err(e))?
-        .ok_or_else(|| Error::NotFound(path.to_string()))?
+        ledger
+            .deriver_of(path)?
+            .ok_or_else(|| Error::NotFound(path.to_string()))?
     };
     let (name, system, first_seen): (String, Option<String>, i64) = conn
         .query_row(

@@ -98,17 +98,7 @@ pub fn resolve_target(ledger: &Ledger, target: &str, attr: Option<&str>) -> Resu
         if path.is_drv() {
             return Ok(target.to_string());
         }
-        let recorded: Option<String> = ledger
-            .conn()
-            .query_row(
-                "SELECT b.drv_path FROM build_outputs o JOIN builds b ON b.id = o.build_id
-                 WHERE o.path = ?1 ORDER BY b.finished_ms DESC LIMIT 1",
-                [target],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| ledger.err(e))?;
-        if let Some(drv) = recorded {
+        if let Some(drv) = ledger.deriver_of(target)? {
             return Ok(drv);
         }
         let out = NixCommand::program("nix-store")

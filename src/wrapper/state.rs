@@ -64,6 +64,31 @@ pub struct RunningBuild {
     pub expected_ms: Option<i64>,
 }
 
+impl RunningBuild {
+    /// This build as stopped at `now_ms`.
+    fn finished(
+        self,
+        now_ms: i64,
+        status: Status,
+        pending: bool,
+        interrupted: bool,
+    ) -> FinishedBuild {
+        FinishedBuild {
+            drv_path: self.drv_path,
+            name: self.name,
+            machine: self.machine,
+            started_ms: self.started_ms,
+            finished_ms: now_ms,
+            log_lines: self.log_lines,
+            tail: self.tail,
+            status,
+            pending,
+            interrupted,
+            usage: None,
+        }
+    }
+}
+
 /// A build that stopped (or was cut off by the end of the stream).
 #[derive(Debug, Clone)]
 pub struct FinishedBuild {
@@ -346,19 +371,9 @@ impl State {
             self.settled.push(index);
         }
         self.stopped.push(index);
-        self.finished.push(FinishedBuild {
-            drv_path: build.drv_path,
-            name: build.name,
-            machine: build.machine,
-            started_ms: build.started_ms,
-            finished_ms: now_ms,
-            log_lines: build.log_lines,
-            tail: build.tail,
-            status: if interrupted { Status::Failed } else { status },
-            pending: !interrupted,
-            interrupted,
-            usage: None,
-        });
+        let status = if interrupted { Status::Failed } else { status };
+        self.finished
+            .push(build.finished(now_ms, status, !interrupted, interrupted));
     }
 
     /// Nix 2.8 stops a build's activity only when the whole command ends; that a build
@@ -441,19 +456,8 @@ impl State {
         let interrupted = self.interrupted_ms.is_some();
         for (_, build) in self.running.drain() {
             self.settled.push(self.finished.len());
-            self.finished.push(FinishedBuild {
-                drv_path: build.drv_path,
-                name: build.name,
-                machine: build.machine,
-                started_ms: build.started_ms,
-                finished_ms: now_ms,
-                log_lines: build.log_lines,
-                tail: build.tail,
-                status: Status::Failed,
-                pending: false,
-                interrupted,
-                usage: None,
-            });
+            self.finished
+                .push(build.finished(now_ms, Status::Failed, false, interrupted));
         }
     }
 
