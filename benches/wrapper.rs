@@ -121,8 +121,10 @@ fn bench_events() {
     );
 }
 
-fn graph_cmd(wrapped: bool, home: &Path, salt: &str) -> Command {
-    let mut cmd = if wrapped {
+/// `nix-ledger build` (with its own ledger in `home`) or plain `nix build`, before the
+/// arguments both take.
+fn build_cmd(wrapped: bool, home: &Path) -> Command {
+    if wrapped {
         let mut c = Command::new(ledger_bin());
         c.arg("build").env("NIX_LEDGER_HOME", home);
         c
@@ -130,7 +132,11 @@ fn graph_cmd(wrapped: bool, home: &Path, salt: &str) -> Command {
         let mut c = Command::new("nix");
         c.args(["--extra-experimental-features", "nix-command", "build"]);
         c
-    };
+    }
+}
+
+fn graph_cmd(wrapped: bool, home: &Path, salt: &str) -> Command {
+    let mut cmd = build_cmd(wrapped, home);
     cmd.arg("-f")
         .arg(repo().join("examples/graph.nix"))
         .args(["--argstr", "salt", salt, "--arg", "n", "200", "-j", "2"])
@@ -220,15 +226,7 @@ enum LinesRun {
 
 fn lines_cmd(run: LinesRun, home: &Path, salt: &str) -> Command {
     let fixture = repo().join("tests/fixtures/wrapper.nix");
-    let mut cmd = if run == LinesRun::Wrapper {
-        let mut c = Command::new(ledger_bin());
-        c.arg("build").env("NIX_LEDGER_HOME", home);
-        c
-    } else {
-        let mut c = Command::new("nix");
-        c.args(["--extra-experimental-features", "nix-command", "build"]);
-        c
-    };
+    let mut cmd = build_cmd(run == LinesRun::Wrapper, home);
     cmd.arg("-f")
         .arg(&fixture)
         .arg("chatty")

@@ -120,11 +120,7 @@ impl Progress {
             .usage
             .map(|u| format!(", peak {}", human_bytes(u.peak_rss_bytes as i64)))
             .unwrap_or_default();
-        let on = build
-            .machine
-            .as_deref()
-            .map(|m| format!(" on {m}"))
-            .unwrap_or_default();
+        let on = on_machine(build.machine.as_deref());
         match build.status {
             Status::Failed => {
                 let what = if build.interrupted {
@@ -172,11 +168,7 @@ impl Progress {
                 .as_deref()
                 .map(|p| format!(" [{p}]"))
                 .unwrap_or_default();
-            let on = build
-                .machine
-                .as_deref()
-                .map(|m| format!(" on {m}"))
-                .unwrap_or_default();
+            let on = on_machine(build.machine.as_deref());
             lines.push(format!(
                 "  building {}{phase}{on} {elapsed}{expected}",
                 build.name
@@ -274,6 +266,14 @@ pub fn strip_ansi(text: &str) -> String {
         }
     }
     out
+}
+
+/// " on MACHINE" for a build on a remote builder, "" for one on this machine.
+fn on_machine(machine: Option<&str>) -> String {
+    machine
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(" on {m}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
