@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 /// What the store knows of one valid path.
@@ -50,6 +51,8 @@ impl StoreDb {
         for uri in [plain, immutable] {
             if let Ok(conn) = Connection::open_with_flags(&uri, flags) {
                 let _ = conn.busy_timeout(Duration::from_secs(5));
+                // As in the ledger: cached statements are not re-prepared on every use.
+                let _ = conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true);
                 // Opening is lazy: only a query shows whether the locks can be taken.
                 if conn
                     .query_row("SELECT count(*) FROM ValidPaths WHERE id = 0", [], |r| {

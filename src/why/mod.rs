@@ -154,12 +154,8 @@ fn one_drv(target: &str, output: &str) -> Result<String> {
 fn derivation_name(ledger: &Ledger, loader: &mut Loader<'_>, drv: &str) -> Result<String> {
     let recorded: Option<String> = ledger
         .conn()
-        .query_row(
-            "SELECT name FROM derivations WHERE drv_path = ?1",
-            [drv],
-            |r| r.get(0),
-        )
-        .optional()
+        .prepare_cached("SELECT name FROM derivations WHERE drv_path = ?1")
+        .and_then(|mut stmt| stmt.query_row([drv], |r| r.get(0)).optional())
         .map_err(|e| ledger.err(e))?;
     if let Some(name) = recorded {
         return Ok(name);
@@ -252,11 +248,8 @@ pub fn why(ledger: &Ledger, new: &str, against: Option<&str>) -> Result<WhyRepor
 fn last_built(ledger: &Ledger, drv: &str) -> Result<Option<i64>> {
     ledger
         .conn()
-        .query_row(
-            "SELECT max(finished_ms) FROM builds WHERE drv_path = ?1",
-            [drv],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT max(finished_ms) FROM builds WHERE drv_path = ?1")
+        .and_then(|mut stmt| stmt.query_row([drv], |r| r.get(0)))
         .map_err(|e| ledger.err(e))
 }
 
@@ -369,6 +362,12 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
     let context = Context::new(ledger);
     let source = context.source();
     let mut loader = Loader::new(&source);
+    // One read transaction for the walks: hundreds of lookups then share one snapshot
+    // and one set of locks. Judging writes (enrichment, manifests), so it comes after.
+    let reading = ledger
+        .conn()
+        .unchecked_transaction()
+        .map_err(|e| ledger.err(e))?;
     let mut inputs_of_built: HashSet<String> = HashSet::new();
     for drv in built_drvs {
         if let Some(d) = loader.get(drv)? {
@@ -394,6 +393,7 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
             reports.push(walk(ledger, &mut loader, drv, &old, name, Some(at))?);
         }
     }
+    drop(reading);
     if rebuilt == 0 {
         return Ok(None);
     }
