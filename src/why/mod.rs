@@ -192,6 +192,26 @@ pub fn previous_build(
         .map_err(|e| ledger.err(e))
 }
 
+/// Whether a derivation named `name` other than `drv` was built before `before_ms`: what
+/// [`previous_build`] answers, without finding the latest, so it stops at the first one
+/// however often the name was built.
+fn built_before(ledger: &Ledger, name: &str, drv: &str, before_ms: Option<i64>) -> Result<bool> {
+    ledger
+        .conn()
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM builds b JOIN derivations d USING (drv_path)
+             WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = 'built'
+               AND b.finished_ms < ?3)",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                rusqlite::params![name, drv, before_ms.unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+        })
+        .map_err(|e| ledger.err(e))
+}
+
 /// Everything one `why` (or a series of them) reads .drv files through.
 pub struct Context<'l> {
     pub ledger: &'l Ledger,
@@ -381,17 +401,24 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
         let name = derivation_name(ledger, &mut loader, drv)?;
         // Earlier than this build: a later build of the name is no reason for this one.
         let built_at = last_built(ledger, drv)?;
+        if inputs_of_built.contains(drv.as_str()) || reports.len() == SUMMARY_MAX_TARGETS {
+            // Inside another rebuilt graph (walked from there), or past what is shown:
+            // only counted.
+            if built_before(ledger, &name, drv, built_at)? {
+                rebuilt += 1;
+                targets += usize::from(!inputs_of_built.contains(drv.as_str()));
+            }
+            continue;
+        }
         let Some((old, at)) = previous_build(ledger, &name, drv, built_at)? else {
             continue;
         };
         rebuilt += 1;
-        if inputs_of_built.contains(drv.as_str()) || loader.get(&old)?.is_none() {
+        if loader.get(&old)?.is_none() {
             continue;
         }
         targets += 1;
-        if reports.len() < SUMMARY_MAX_TARGETS {
-            reports.push(walk(ledger, &mut loader, drv, &old, name, Some(at))?);
-        }
+        reports.push(walk(ledger, &mut loader, drv, &old, name, Some(at))?);
     }
     drop(reading);
     if rebuilt == 0 {

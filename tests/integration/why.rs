@@ -361,3 +361,39 @@ fn nb_build_after_a_one_node_change_prints_its_root_cause() {
         );
     }
 }
+
+#[test]
+fn the_summary_after_a_wide_rebuild_counts_every_rebuild_and_every_target() {
+    let env = TestEnv::new("why-wide");
+    let n = 60;
+    let build = |salt: &str| -> String {
+        let mut cmd = Command::new(crate::util::ledger_bin());
+        cmd.arg("build")
+            .arg("-f")
+            .arg(crate::util::graph_nix())
+            .args(["--argstr", "salt", salt, "--arg", "n", &n.to_string()])
+            .args(["-j", "2", "--no-link", "--option", "substituters", ""])
+            .env("NIX_LEDGER_HOME", env.home());
+        String::from_utf8(run_ok(&mut cmd).stderr).unwrap()
+    };
+    build(&format!("{}-a", env.salt));
+    let second = build(&format!("{}-b", env.salt));
+    // The graph's roots, as examples/graph.nix wires it: node i depends on (i-1)/2 and,
+    // for every third i > 2, on i-2.
+    let depended_on: HashSet<u32> = (1..n)
+        .map(|i| (i - 1) / 2)
+        .chain((3..n).filter(|i| i % 3 == 0).map(|i| i - 2))
+        .collect();
+    let roots = (0..n).filter(|i| !depended_on.contains(i)).count();
+    assert!(roots > 16, "the graph must have more roots than are shown");
+    assert!(
+        second.contains(&format!("{n} derivations rebuilt that were built before")),
+        "{second}"
+    );
+    assert!(
+        second.contains(&format!(
+            "causes of the first 16 of {roots} rebuilt targets"
+        )),
+        "{second}"
+    );
+}
