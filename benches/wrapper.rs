@@ -1,13 +1,14 @@
 //! Benchmarks of `nix-ledger build`, side by side with plain `nix build` in one run:
 //!
 //! 1. `events`: JSON-stream throughput of the parser and the state it feeds (lines/s).
-//! 2. `graph`: the 200-derivation example graph, wrapper vs plain, fresh salt per run,
-//!    alternating; the ratio of the medians.
-//! 3. `lines`: a build printing 1M log lines, wrapper `-L` vs plain `nix build -L`.
+//! 2. `graph`: the 200-derivation example graph: plain `nix build`, the wrapper, and Nix's
+//!    JSON log into `cat`; fresh salt per run, order rotated each round.
+//! 3. `lines`: a build printing 1M log lines: plain `nix build -L`, the wrapper `-L`, and
+//!    Nix alone with its JSON log.
 //! 4. `sampler`: the sampler thread's CPU time during parallel builds, as a share of
 //!    one core.
 //!
-//! `cargo bench --bench wrapper [-- SECTION…]`; `RUNS=N` sets the pairs per comparison.
+//! `cargo bench --bench wrapper [-- SECTION…]`; `RUNS=N` sets the rounds per comparison.
 //! Results go to stdout as Markdown table rows for docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
@@ -144,73 +145,83 @@ fn graph_cmd(wrapped: bool, home: &Path, salt: &str) -> Command {
     cmd
 }
 
-/// Times `make(false, i)` (the baseline) against `make(true, i)`, alternating.
+/// Times the `labels.len()` commands `make(k, i)` side by side: in round `i` each runs
+/// once, in an order rotated every round so that drift on a shared machine hits all
+/// alike. Reports each one's median and, against the first, the ratio of the medians and
+/// the median of the per-round ratios (the paired figure, less sensitive to drift).
 fn compare(
     name: &str,
-    labels: (&str, &str),
+    labels: &[&str],
     runs: usize,
-    mut make: impl FnMut(bool, usize) -> Command,
+    mut make: impl FnMut(usize, usize) -> Command,
 ) {
-    let (mut plain, mut wrapped) = (Vec::new(), Vec::new());
+    let n = labels.len();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); n];
     // Warm-up (evaluation caches, page cache), not counted.
-    timed(&mut make(false, 1000));
-    timed(&mut make(true, 1001));
+    for k in 0..n {
+        timed(&mut make(k, 1000 + k));
+    }
     for i in 0..runs {
-        // Alternate which goes first so drift on a shared machine hits both alike.
-        if i % 2 == 0 {
-            plain.push(timed(&mut make(false, i)));
-            wrapped.push(timed(&mut make(true, i)));
-        } else {
-            wrapped.push(timed(&mut make(true, i)));
-            plain.push(timed(&mut make(false, i)));
+        for j in 0..n {
+            let k = (i + j) % n;
+            times[k].push(timed(&mut make(k, i)));
         }
     }
-    let (p, w) = (median(plain.clone()), median(wrapped.clone()));
-    let (a, b) = labels;
+    let base = median(times[0].clone());
+    let mut cells = vec![format!("{} {base:.3} s", labels[0])];
+    let mut ratios = Vec::new();
+    for k in 1..n {
+        let m = median(times[k].clone());
+        let paired = median(times[k].iter().zip(&times[0]).map(|(t, b)| t / b).collect());
+        cells.push(format!("{} {m:.3} s", labels[k]));
+        ratios.push(format!(
+            "{}: {:.3} (paired {paired:.3})",
+            labels[k],
+            m / base
+        ));
+    }
     println!(
-        "| {name} | {a} {p:.3} s, {b} {w:.3} s (medians of {runs}) | ratio {:.3} |",
-        w / p
+        "| {name} | {} (medians of {runs}) | {} |",
+        cells.join(", "),
+        ratios.join("; ")
     );
-    eprintln!("  {name}: {a} {plain:.3?}\n  {name}: {b} {wrapped:.3?}");
+    for (label, t) in labels.iter().zip(&times) {
+        eprintln!("  {name}: {label} {t:.3?}");
+    }
 }
 
 fn bench_graph(runs: usize, home: &Path) {
+    // Beside plain `nix build` and the wrapper: Nix writing its JSON log to a pipe read
+    // by `cat`, which is what any JSON-log reader makes Nix do, without the wrapper.
+    let json = |salt: &str| {
+        let inner = graph_cmd(false, home, salt);
+        let mut words: Vec<String> = std::iter::once(inner.get_program())
+            .chain(inner.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy()))
+            .collect();
+        words.extend(
+            [
+                "--log-format",
+                "internal-json",
+                "2>&1",
+                "|",
+                "cat",
+                ">/dev/null",
+            ]
+            .map(String::from),
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &words.join(" ")]);
+        cmd
+    };
     compare(
-        "200-derivation graph, -j 2: wrapper vs plain",
-        ("plain", "wrapper"),
+        "200-derivation graph, -j 2",
+        &["plain", "wrapper", "nix JSON | cat"],
         runs,
-        |wrapped, i| graph_cmd(wrapped, home, &salt(if wrapped { "gw" } else { "gp" }, i)),
-    );
-    // Nix writing its JSON log (-v) to a pipe, read by `cat`: what any JSON-log reader
-    // makes Nix do, without the wrapper.
-    compare(
-        "200-derivation graph, -j 2: nix --log-format internal-json | cat vs plain (what the wrapper asks of Nix)",
-        ("plain", "JSON"),
-        runs,
-        |json, i| {
-            let salt = salt(if json { "gj" } else { "gq" }, i);
-            if !json {
-                return graph_cmd(false, home, &salt);
-            }
-            let inner = graph_cmd(false, home, &salt);
-            let mut words: Vec<String> = std::iter::once(inner.get_program())
-                .chain(inner.get_args())
-                .map(|a| format!("'{}'", a.to_string_lossy()))
-                .collect();
-            words.extend(
-                [
-                    "--log-format",
-                    "internal-json",
-                    "2>&1",
-                    "|",
-                    "cat",
-                    ">/dev/null",
-                ]
-                .map(String::from),
-            );
-            let mut cmd = Command::new("sh");
-            cmd.args(["-c", &words.join(" ")]);
-            cmd
+        |k, i| match k {
+            0 => graph_cmd(false, home, &salt("gp", i)),
+            1 => graph_cmd(true, home, &salt("gw", i)),
+            _ => json(&salt("gj", i)),
         },
     );
 }
@@ -239,34 +250,13 @@ fn lines_cmd(run: LinesRun, home: &Path, salt: &str) -> Command {
 }
 
 fn bench_lines(runs: usize, home: &Path) {
-    let pairs = [
-        (
-            "1M log lines: wrapper -L vs plain nix build -L",
-            LinesRun::Plain,
-            LinesRun::Wrapper,
-        ),
-        (
-            "1M log lines: nix build -L --log-format internal-json vs plain (Nix's own JSON cost)",
-            LinesRun::Plain,
-            LinesRun::NixJson,
-        ),
-        (
-            "1M log lines: wrapper -L vs nix build -L --log-format internal-json",
-            LinesRun::NixJson,
-            LinesRun::Wrapper,
-        ),
-    ];
-    let label = |r: LinesRun| match r {
-        LinesRun::Plain => "plain",
-        LinesRun::NixJson => "JSON",
-        LinesRun::Wrapper => "wrapper",
-    };
-    for (k, (name, base, candidate)) in pairs.into_iter().enumerate() {
-        compare(name, (label(base), label(candidate)), runs, |second, i| {
-            let run = if second { candidate } else { base };
-            lines_cmd(run, home, &salt(&format!("l{k}{}", second as u8), i))
-        });
-    }
+    let runs_of = [LinesRun::Plain, LinesRun::Wrapper, LinesRun::NixJson];
+    compare(
+        "1M log lines, -L",
+        &["plain", "wrapper", "nix JSON"],
+        runs,
+        |k, i| lines_cmd(runs_of[k], home, &salt(&format!("l{k}"), i)),
+    );
 }
 
 /// utime + stime of the thread named `name` in process `pid`, in clock ticks.
