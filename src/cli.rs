@@ -139,7 +139,7 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
         },
     )?;
     eprint!("{}", outcome.build.summary.render());
-    print_rebuild_causes(layout, outcome.build.session_id);
+    print_rebuild_causes(&outcome.build.rebuild_causes);
     if a.dry_run {
         let mut text = String::new();
         for cmd in &outcome.commands {
@@ -156,12 +156,8 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
 
 /// After a build: why what was built before rebuilt, on one screen. The build itself is
 /// over and recorded, so a failure here is a warning, never the command's outcome.
-fn print_rebuild_causes(layout: &Layout, session_id: i64) {
-    // Enrichment of the session's builds waits for the next command; the summary enriches
-    // only the builds of the root causes it judges.
-    let summary = Ledger::open(&layout.ledger)
-        .and_then(|ledger| why::summary_after_session(&ledger, session_id));
-    match summary {
+fn print_rebuild_causes(causes: &Result<Option<String>, String>) {
+    match causes {
         Ok(Some(text)) => eprint!("{text}"),
         Ok(None) => {}
         Err(e) => eprintln!("nix-ledger: warning: cannot tell why things rebuilt: {e}"),
@@ -182,7 +178,7 @@ pub fn run() -> Result<ExitCode> {
                 },
             )?;
             eprint!("{}", outcome.summary.render());
-            print_rebuild_causes(&layout, outcome.session_id);
+            print_rebuild_causes(&outcome.rebuild_causes);
             return Ok(exit_code(outcome.exit_code));
         }
         Command::Switch(a) => return run_system(&layout, switch::Action::Switch, a),

@@ -82,6 +82,13 @@ impl Ledger {
         self.conn
             .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
             .map_err(|e| Error::ledger(&path, e))?;
+        // Every command is a short process, and the last connection to close would
+        // checkpoint the WAL into the database and delete it (measured 4.5 ms after a
+        // 200-build session, then an fsync to create it again on the next open). The
+        // WAL stays instead and is checkpointed when it reaches SQLite's 1000 pages.
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(|e| Error::ledger(&path, e))?;
         // WAL lets readers and one writer work at once; NORMAL sync is durable at every
         // checkpoint and loses at most the last transactions on power loss, never corrupts.
         self.conn

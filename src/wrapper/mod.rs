@@ -63,6 +63,9 @@ pub struct Outcome {
     pub interrupted: bool,
     pub session_id: i64,
     pub summary: Summary,
+    /// Why what was built before rebuilt ([`crate::why::summary_after_session`]): the
+    /// text, `None` when nothing was rebuilt, or why it could not be told.
+    pub rebuild_causes: std::result::Result<Option<String>, String>,
 }
 
 /// What the arguments say about the settings and the display.
@@ -496,11 +499,16 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         &closing,
     )?;
     progress.flush();
+    // On the same connection: a second one would start cold, after the first one's
+    // close had checkpointed the WAL.
+    let rebuild_causes =
+        crate::why::summary_after_session(&ledger, session_id).map_err(|e| e.to_string());
     Ok(Outcome {
         exit_code,
         interrupted: sup.interrupted_by.is_some(),
         session_id,
         summary,
+        rebuild_causes,
     })
 }
 
