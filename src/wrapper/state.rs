@@ -2,7 +2,7 @@
 //! progress counters Nix reports. Fed one event at a time; knows nothing of rendering
 //! or the ledger.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -382,14 +382,26 @@ impl State {
     /// local builds whose directory is gone (oldest first), then the oldest remote ones,
     /// then the oldest others.
     fn finish_vanished(&mut self, count: u64, now_ms: i64) {
-        let present = build_dirs(&self.build_root);
+        if count as usize >= self.running.len() {
+            // All of them ended: nothing to tell apart.
+            let mut all: Vec<(Instant, u64)> = self
+                .running
+                .iter()
+                .map(|(id, b)| (b.started, *id))
+                .collect();
+            all.sort();
+            for (_, id) in all {
+                self.finish(id, now_ms, Status::Built);
+            }
+            return;
+        }
         let mut gone: Vec<(Instant, u64)> = Vec::new();
         let mut remote: Vec<(Instant, u64)> = Vec::new();
         let mut still_there: Vec<(Instant, u64)> = Vec::new();
         for (id, b) in &self.running {
             if b.machine.is_some() {
                 remote.push((b.started, *id));
-            } else if present.contains(&format!("nix-build-{}.drv", b.name)) {
+            } else if has_build_dir(&self.build_root, &b.name) {
                 // Another build of the same name (another Nix process) may hold a
                 // directory of that name: only a last resort.
                 still_there.push((b.started, *id));
@@ -472,21 +484,20 @@ impl State {
     }
 }
 
-/// The build directories under `root`, without their `-<n>` suffix: `nix-build-x.drv`.
-fn build_dirs(root: &Path) -> HashSet<String> {
-    let Ok(dir) = std::fs::read_dir(root) else {
-        return HashSet::new();
-    };
-    dir.flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            if !name.starts_with("nix-build-") {
-                return None;
-            }
-            let (base, _) = name.rsplit_once('-')?;
-            Some(base.to_string())
-        })
-        .collect()
+/// How many directory numbers [`has_build_dir`] tries. Nix takes the lowest free
+/// `-<n>`, so a higher one means as many same-name directories at once (other Nix
+/// processes, or kept failed builds).
+const BUILD_DIR_PROBES: u32 = 8;
+
+/// Whether a directory of the build named `name` exists under `root`:
+/// `nix-build-<name>.drv-<n>`. A few `stat`s rather than listing `root`, which is
+/// usually `/tmp` and may hold thousands of entries; this runs after every build.
+fn has_build_dir(root: &Path, name: &str) -> bool {
+    (0..BUILD_DIR_PROBES).any(|n| {
+        root.join(format!("nix-build-{name}.drv-{n}"))
+            .symlink_metadata()
+            .is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -597,6 +608,17 @@ mod tests {
         feed(&mut s, r#"@nix {"action":"stop","id":3}"#, 9_000);
         assert_eq!(s.finished[0].finished_ms, 500);
         assert_eq!(s.finished[1].finished_ms, 9_000);
+    }
+
+    #[test]
+    fn a_build_directory_is_found_under_any_of_the_first_numbers_nix_gives() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(!has_build_dir(root.path(), "t-b"));
+        // -0 held by another Nix when this build started: Nix took -3.
+        std::fs::create_dir(root.path().join("nix-build-t-b.drv-3")).unwrap();
+        assert!(has_build_dir(root.path(), "t-b"));
+        assert!(!has_build_dir(root.path(), "t"));
+        assert!(!has_build_dir(root.path(), "t-b.drv"));
     }
 
     #[test]
