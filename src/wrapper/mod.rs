@@ -6,8 +6,9 @@
 //! event on arrival, as the stream carries no times), forwards SIGINT/SIGTERM to Nix's
 //! process group and redraws the progress. The sampler is its own thread so that reading
 //! procfs never delays the stream. Nothing is written to the ledger per line: the session
-//! row is opened before Nix starts and everything else is written in one transaction at
-//! the end, also after an interrupt.
+//! row is opened before Nix starts; the builds are written in one transaction as soon as
+//! Nix has stopped all its activities (it then only tears down, for tens of milliseconds)
+//! or else at the end, also after an interrupt; the session row is closed at the end.
 //!
 //! - [`events`]: parsing the JSON log.
 //! - [`state`]: what the log says happened.
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::ledger::record::Status;
 use crate::ledger::{ingest, now_ms, Ledger};
 use crate::nix::command::NixCommand;
 use crate::nix::store_db::StoreDb;
@@ -40,7 +42,7 @@ use crate::{Error, Result};
 use events::{parse_line, Line};
 use progress::{Progress, Style};
 use sampler::Sampler;
-use state::{Notice, State};
+use state::{Notice, State, Substitution};
 use summary::Summary;
 
 /// After forwarding an interrupt, how long Nix gets before the next, harsher signal.
@@ -198,12 +200,32 @@ fn gather_environment(state_dir: &std::path::Path) -> Environment {
     env
 }
 
+/// What was recorded before Nix exited (see [`Supervisor::record_early_if_quiet`]).
+enum Early {
+    NotYet,
+    Done(EarlyRecord),
+    /// Recording then failed: everything is recorded at the end instead.
+    Failed,
+}
+
+struct EarlyRecord {
+    /// The row and the status recorded of each of the first `rows.len()` finished builds.
+    rows: Vec<(i64, Status)>,
+    /// How many substitutions were recorded, and their NAR bytes.
+    substitutions: usize,
+    nar_bytes: u64,
+    rebuild_causes: std::result::Result<Option<String>, String>,
+}
+
 /// The supervisor's mutable parts.
 struct Supervisor {
     state: State,
     progress: Progress,
     sampler: Sampler,
     ledger: Ledger,
+    session_id: i64,
+    spools: Vec<std::path::PathBuf>,
+    early: Early,
     pgid: i32,
     /// The first signal forwarded, and how far the escalation has gone.
     interrupted_by: Option<i32>,
@@ -290,6 +312,49 @@ impl Supervisor {
         }
     }
 
+    /// Once Nix has stopped every activity after building or downloading something,
+    /// what is left of the command is its own teardown, in which it prints nothing: ~30 ms
+    /// after the 200-derivation graph, 5 ms after 20. Recording the builds and telling
+    /// the rebuild causes then takes that work off the wall time. Whatever the stream
+    /// says afterwards (more builds, an error naming a recorded one) is recorded at the
+    /// end.
+    fn record_early_if_quiet(&mut self) {
+        if !matches!(self.early, Early::NotYet)
+            || self.interrupted_by.is_some()
+            || !self.state.is_quiet_after_work()
+        {
+            return;
+        }
+        self.early = match self.record_early() {
+            Ok(record) => Early::Done(record),
+            Err(_) => Early::Failed,
+        };
+    }
+
+    fn record_early(&mut self) -> Result<EarlyRecord> {
+        // The hook's records first, so that each build merges with its hook twin.
+        ingest::ingest_all(&mut self.ledger, &self.spools)?;
+        let (substituted, nar_bytes) = substituted_derivations(&self.state.substituted);
+        let ids = session::record(
+            &mut self.ledger,
+            self.session_id,
+            &self.state.finished,
+            &substituted,
+        )?;
+        let rows = ids
+            .into_iter()
+            .zip(self.state.finished.iter().map(|b| b.status))
+            .collect();
+        let rebuild_causes = crate::why::summary_after_session(&self.ledger, self.session_id)
+            .map_err(|e| e.to_string());
+        Ok(EarlyRecord {
+            rows,
+            substitutions: self.state.substituted.len(),
+            nar_bytes,
+            rebuild_causes,
+        })
+    }
+
     fn tick(&mut self) {
         self.state.settle(now_ms(), false);
         self.show_settled();
@@ -361,14 +426,13 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         Ok(child) => child,
         Err(source) => {
             // Close the session row rather than leave it `running` forever.
-            let mut ledger = ledger;
             let closing = session::Closing {
                 finished_ms: now_ms(),
                 status: "failed",
                 exit_code: 127,
                 ..session::Closing::default()
             };
-            session::close(&mut ledger, session_id, &[], &[], &closing)?;
+            session::close(&ledger, session_id, &closing)?;
             return Err(Error::Spawn {
                 program: "nix".into(),
                 source,
@@ -389,6 +453,9 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
         sampler: Sampler::start(Some(pgid)),
         ledger,
+        session_id,
+        spools: layout.spools.clone(),
+        early: Early::NotYet,
         pgid,
         interrupted_by: None,
         escalation: 0,
@@ -418,7 +485,10 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
             _ = ticker.tick() => sup.tick(),
             status = &mut waiter, if eof => break status.ok().and_then(Result::ok),
             chunk = chunks.recv(), if !eof => match chunk {
-                Some(chunk) => sup.handle_chunk(&mut partial, &chunk),
+                Some(chunk) => {
+                    sup.handle_chunk(&mut partial, &chunk);
+                    sup.record_early_if_quiet();
+                }
                 None => {
                     if !partial.is_empty() {
                         let rest = std::mem::take(&mut partial);
@@ -451,11 +521,17 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         Some(signal) => 128 + signal,
         None => nix_code,
     };
+    let early = std::mem::replace(&mut sup.early, Early::NotYet);
+    let (rows, substitutions_recorded, early_nar_bytes, early_causes) = match early {
+        Early::Done(r) => (r.rows, r.substitutions, r.nar_bytes, Some(r.rebuild_causes)),
+        Early::NotYet | Early::Failed => (Vec::new(), 0, 0, None),
+    };
     let mut summary = Summary::from_state(&sup.state, wall_ms);
-    let (substituted, nar_bytes) = substituted_derivations(&sup.state);
+    let (substituted, nar_bytes) =
+        substituted_derivations(&sup.state.substituted[substitutions_recorded..]);
     if summary.downloaded_bytes == 0 {
         // Nix reports no byte progress for small paths or local caches.
-        summary.downloaded_bytes = nar_bytes;
+        summary.downloaded_bytes = early_nar_bytes + nar_bytes;
     }
     let environment = environment.join().unwrap_or_default();
     let Supervisor {
@@ -472,6 +548,19 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
             1,
             &format!("nix-ledger: warning: ingesting the hook's spool: {e}"),
         );
+    }
+    // What changed since the early record, if there was one; else everything.
+    let mut changed = false;
+    for ((row, recorded), build) in rows.iter().zip(&state.finished) {
+        if build.status != *recorded {
+            session::restate(&ledger, *row, build)?;
+            changed = true;
+        }
+    }
+    let new_builds = &state.finished[rows.len()..];
+    if !new_builds.is_empty() || !substituted.is_empty() {
+        session::record(&mut ledger, session_id, new_builds, &substituted)?;
+        changed = true;
     }
     let closing = session::Closing {
         finished_ms,
@@ -491,18 +580,12 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         failed: summary.failed as i64,
         downloaded_bytes: summary.downloaded_bytes as i64,
     };
-    session::close(
-        &mut ledger,
-        session_id,
-        &state.finished,
-        &substituted,
-        &closing,
-    )?;
+    session::close(&ledger, session_id, &closing)?;
     progress.flush();
-    // On the same connection: a second one would start cold, after the first one's
-    // close had checkpointed the WAL.
-    let rebuild_causes =
-        crate::why::summary_after_session(&ledger, session_id).map_err(|e| e.to_string());
+    let rebuild_causes = match early_causes {
+        Some(causes) if !changed => causes,
+        _ => crate::why::summary_after_session(&ledger, session_id).map_err(|e| e.to_string()),
+    };
     Ok(Outcome {
         exit_code,
         interrupted: sup.interrupted_by.is_some(),
@@ -564,16 +647,15 @@ fn read_in_chunks(mut stderr: std::process::ChildStderr) -> tokio::sync::mpsc::R
 
 /// Substituted paths with their derivers from the store database (a path whose deriver
 /// is unknown is counted in the session but has no build row), and their total NAR size.
-fn substituted_derivations(state: &State) -> (Vec<session::SubstitutedDrv>, u64) {
-    if state.substituted.is_empty() {
+fn substituted_derivations(substitutions: &[Substitution]) -> (Vec<session::SubstitutedDrv>, u64) {
+    if substitutions.is_empty() {
         return (Vec::new(), 0);
     }
     let Some(store) = StoreDb::open_default() else {
         return (Vec::new(), 0);
     };
     let mut nar_bytes = 0u64;
-    let drvs = state
-        .substituted
+    let drvs = substitutions
         .iter()
         .filter_map(|s| {
             let info = store.path_infos(&[s.path.as_str()]).into_iter().next()?;

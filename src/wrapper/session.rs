@@ -59,17 +59,18 @@ pub struct SubstitutedDrv {
     pub finished_ms: i64,
 }
 
-/// Records the session's builds and substitutions and closes its row, in one transaction.
-pub fn close(
+/// Records builds and substitutions of session `id` in one transaction (each merged with
+/// the hook's record of it, if ingested); returns each build's row id, in order.
+pub fn record(
     ledger: &mut Ledger,
     id: i64,
     builds: &[FinishedBuild],
     substituted: &[SubstitutedDrv],
-    c: &Closing,
-) -> Result<()> {
+) -> Result<Vec<i64>> {
     let path = ledger.path().to_path_buf();
     let err = |e| crate::Error::ledger(&path, e);
     let tx = ledger.conn_mut().transaction().map_err(err)?;
+    let mut rows = Vec::with_capacity(builds.len());
     for b in builds {
         let mut rec = BuildRecord::new(&b.drv_path, Source::Wrapper, b.status, b.finished_ms);
         rec.session_id = Some(id);
@@ -77,19 +78,13 @@ pub fn close(
         rec.timing_source = Some("wrapper");
         rec.machine = b.machine.clone();
         rec.log_lines = Some(b.log_lines as i64);
-        if b.status == Status::Failed {
-            let mut tail = b.tail.joined();
-            if b.interrupted {
-                tail.push_str("(interrupted)\n");
-            }
-            rec.log_tail = Some(tail);
-        }
+        rec.log_tail = log_tail(b);
         if let Some(u) = b.usage {
             rec.peak_rss_bytes = Some(u.peak_rss_bytes as i64);
             rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
             rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
         }
-        record_build(&tx, &rec).map_err(err)?;
+        rows.push(record_build(&tx, &rec).map_err(err)?.build_id());
     }
     for s in substituted {
         let mut rec = BuildRecord::new(
@@ -103,30 +98,63 @@ pub fn close(
         rec.timing_source = Some("wrapper");
         record_build(&tx, &rec).map_err(err)?;
     }
-    tx.execute(
-        "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
-             max_jobs = ?6, cores = ?7, host_cores = ?8, host_memory_bytes = ?9,
-             built_count = ?10, substituted_count = ?11, failed_count = ?12,
-             downloaded_bytes = ?13
-         WHERE id = ?1",
-        params![
-            id,
-            c.finished_ms,
-            c.status,
-            c.exit_code,
-            c.nix_version,
-            c.max_jobs,
-            c.cores,
-            c.host_cores,
-            c.host_memory_bytes,
-            c.built,
-            c.substituted,
-            c.failed,
-            c.downloaded_bytes
-        ],
-    )
-    .map_err(err)?;
-    tx.commit().map_err(err)
+    tx.commit().map_err(err)?;
+    Ok(rows)
+}
+
+/// What is kept of a build's log: its tail, for failed builds only.
+fn log_tail(b: &FinishedBuild) -> Option<String> {
+    if b.status != Status::Failed {
+        return None;
+    }
+    let mut tail = b.tail.joined();
+    if b.interrupted {
+        tail.push_str("(interrupted)\n");
+    }
+    Some(tail)
+}
+
+/// Rewrites the outcome of a build recorded at row `row` that the stream later said
+/// otherwise (an error naming it after it was recorded).
+pub fn restate(ledger: &Ledger, row: i64, b: &FinishedBuild) -> Result<()> {
+    ledger
+        .conn()
+        .execute(
+            "UPDATE builds SET status = ?2, log_tail = ?3 WHERE id = ?1",
+            params![row, b.status.as_str(), log_tail(b)],
+        )
+        .map_err(|e| ledger.err(e))?;
+    Ok(())
+}
+
+/// Closes the session's row.
+pub fn close(ledger: &Ledger, id: i64, c: &Closing) -> Result<()> {
+    ledger
+        .conn()
+        .execute(
+            "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
+                 max_jobs = ?6, cores = ?7, host_cores = ?8, host_memory_bytes = ?9,
+                 built_count = ?10, substituted_count = ?11, failed_count = ?12,
+                 downloaded_bytes = ?13
+             WHERE id = ?1",
+            params![
+                id,
+                c.finished_ms,
+                c.status,
+                c.exit_code,
+                c.nix_version,
+                c.max_jobs,
+                c.cores,
+                c.host_cores,
+                c.host_memory_bytes,
+                c.built,
+                c.substituted,
+                c.failed,
+                c.downloaded_bytes
+            ],
+        )
+        .map_err(|e| ledger.err(e))?;
+    Ok(())
 }
 
 /// The average duration of the last few successful builds of derivations named `name`.
@@ -200,7 +228,8 @@ mod tests {
             failed: 1,
             ..Closing::default()
         };
-        close(&mut ledger, id, &builds, &[], &closing).unwrap();
+        record(&mut ledger, id, &builds, &[]).unwrap();
+        close(&ledger, id, &closing).unwrap();
         assert_eq!(expected_ms(&ledger, "t-a"), Some(2_000));
         assert_eq!(expected_ms(&ledger, "never-built"), None);
         let (status, tail): (String, String) = ledger
@@ -212,5 +241,39 @@ mod tests {
             )
             .unwrap();
         assert_eq!((status.as_str(), tail.as_str()), ("failed", "oops\n"));
+    }
+
+    #[test]
+    fn a_recorded_build_the_stream_later_calls_failed_is_restated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let id = open(
+            &ledger,
+            &Opening {
+                kind: "build".into(),
+                command: vec![],
+                cwd: None,
+                started_ms: 0,
+                hostname: None,
+            },
+        )
+        .unwrap();
+        let a = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-t-a.drv";
+        let mut b = build(a, 0, 1_000, Status::Built);
+        let rows = record(&mut ledger, id, std::slice::from_ref(&b), &[]).unwrap();
+        b.status = Status::Failed;
+        restate(&ledger, rows[0], &b).unwrap();
+        let stored: Vec<(String, Option<String>)> = ledger
+            .conn()
+            .prepare("SELECT status, log_tail FROM builds")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            vec![("failed".to_string(), Some("oops\n".to_string()))]
+        );
     }
 }

@@ -463,6 +463,16 @@ impl State {
             .unwrap_or_else(|| PathBuf::from("/tmp"))
     }
 
+    /// Nix has stopped every activity it started, after building or downloading
+    /// something, and nothing failed: what remains of the command is Nix's teardown.
+    pub fn is_quiet_after_work(&self) -> bool {
+        self.activity_types.is_empty()
+            && self.running.is_empty()
+            && !(self.finished.is_empty() && self.substituted.is_empty())
+            && self.builds.failed == 0
+            && self.finished.iter().all(|b| b.status == Status::Built)
+    }
+
     /// Builds still running when the stream ended (Nix was killed): recorded as failed.
     pub fn cut_off(&mut self, now_ms: i64) {
         let interrupted = self.interrupted_ms.is_some();

@@ -415,3 +415,31 @@ fn wrapper_without_nix_on_path_fails_with_one_line_and_closes_its_session() {
         (Some("failed"), Some(127))
     );
 }
+
+#[test]
+fn wrapper_records_builds_before_and_after_nix_goes_quiet_once_each() {
+    // The import-from-derivation build ends with every activity stopped while Nix goes
+    // on evaluating (tens of ms, longer than the reader's 10 ms coalescing), which is
+    // when the wrapper records early; the main build comes after and is recorded at the
+    // end, with the hook's records merged into both.
+    let env = TestEnv::new("wrapper-ifd");
+    let out = env
+        .wrapper_build("ifd", &["--option", "post-build-hook", hook_bin()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("built 2,"), "{stderr}");
+    let history = env.history();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    for name in ["wrapper-ifd-gen", "wrapper-ifd-main"] {
+        let build = by_name(&history, name);
+        assert_eq!(build["status"], "built", "{build:#?}");
+        assert_eq!(build["source"], "wrapper", "{build:#?}");
+        assert!(build["hook_recorded_at"].is_string(), "{build:#?}");
+    }
+    let sessions = env.query("SELECT status, built_count FROM sessions");
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    assert_eq!(sessions[0]["status"], "succeeded");
+    assert_eq!(sessions[0]["built_count"], 2);
+}
