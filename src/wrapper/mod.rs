@@ -448,10 +448,16 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     // The exit status is awaited off the loop; it is taken only after stderr's end so
     // that every line is read first.
     let mut waiter = tokio::task::spawn_blocking(move || child.wait());
+    let build_root = State::default_build_root();
+    // Under a daemon, Nix's TMPDIR is the daemon's: usually /tmp whatever ours is.
+    let mut build_roots = vec![build_root.clone()];
+    if build_root != std::path::Path::new("/tmp") {
+        build_roots.push("/tmp".into());
+    }
     let mut sup = Supervisor {
-        state: State::new(&State::default_build_root()),
+        state: State::new(&build_root),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
-        sampler: Sampler::start(Some(pgid)),
+        sampler: Sampler::start(Some(pgid), build_roots),
         ledger,
         session_id,
         spools: layout.spools.clone(),

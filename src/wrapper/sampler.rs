@@ -1,21 +1,32 @@
 //! Peak memory and CPU time of each running build's process tree.
 //!
-//! A build's processes are found by their working directory, which Nix sets to the
-//! build's temporary directory `nix-build-<name>.drv-<n>` (builders run as `nixbld*`
-//! users and call `setsid`, so neither the user nor the process group leads to them),
-//! plus every descendant of those processes, which may `cd` anywhere.
+//! Nix creates each build's temporary directory `nix-build-<name>.drv-<n>` (in its
+//! `TMPDIR`, usually `/tmp`) and gives it to the build user that build alone runs as
+//! (`nixbld*`, for as long as the build runs). So a build's processes are those of the
+//! user owning its directory. That holds in the sandbox too, where the builder's working
+//! directory reads `/build` from outside, and needs no privileges: anyone may `stat` the
+//! directory, see who owns `/proc/<pid>` and read `/proc/<pid>/stat` (a build user's
+//! working directory is readable only by root). The directory is looked up again in
+//! every sample, so once it is gone (the build ended) the user's next build is not
+//! counted against this one.
+//!
+//! Builds that run as the wrapper's own user (no build users configured) are found by
+//! their working directory instead, the build directory, plus every descendant of
+//! those processes, which may `cd` anywhere.
 //!
 //! On Linux this reads procfs itself rather than refreshing `sysinfo`: one read of
 //! `/proc/<pid>/stat` gives the parent, RSS and all four CPU counters (sysinfo reads
-//! several files per process and does not expose the reaped children's time), and the
-//! working directory is looked up once per new pid, so a sample of a quiet machine costs
-//! one directory listing. Elsewhere the sampler records nothing (see `sample_once`).
+//! several files per process and does not expose the reaped children's time); a working
+//! directory is looked up once per new pid, and only when some build needs it. While no
+//! watched build has a directory, a sample costs a few `stat`s. Elsewhere the sampler
+//! records nothing (see `ProcTable::sample`).
 //!
 //! CPU time of a tree at one instant is Σ over its live processes of utime+stime plus
 //! cutime+cstime: a reaped child's time moves into its parent's `c*time`, so every
 //! CPU-second is counted exactly once; the maximum over samples is kept.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,13 +66,14 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts the sampling thread for the builds of the Nix process `nix_pid`.
-    pub fn start(nix_pid: Option<i32>) -> Sampler {
+    /// Starts the sampling thread for the builds of the Nix process `nix_pid`, whose
+    /// build directories are in one of `build_roots`.
+    pub fn start(nix_pid: Option<i32>, build_roots: Vec<PathBuf>) -> Sampler {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("nix-ledger-sampler".into())
-            .spawn(move || run(&for_thread, nix_pid))
+            .spawn(move || run(&for_thread, nix_pid, build_roots))
             .ok();
         Sampler { shared, thread }
     }
@@ -112,9 +124,10 @@ impl Drop for Sampler {
     }
 }
 
-fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>) {
+fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: Vec<PathBuf>) {
     let mut procs = ProcTable {
         nix_pid,
+        build_roots,
         ..ProcTable::default()
     };
     loop {
@@ -191,16 +204,73 @@ struct ProcTable {
     /// builders descend from our Nix, which tells them apart. Under a daemon neither
     /// does, and same-name builds at the same time are summed.
     nix_pid: Option<i32>,
+    /// Where Nix creates build directories.
+    build_roots: Vec<PathBuf>,
+}
+
+/// How many directory numbers are tried: Nix takes the lowest free `-<n>`.
+const BUILD_DIR_PROBES: u32 = 8;
+
+/// How to find a build's processes.
+#[derive(Debug, PartialEq, Eq)]
+enum Finder {
+    /// The processes of these build users (the owners of its build directories).
+    Users(Vec<u32>),
+    /// Its build directory exists but belongs to us: by working directory.
+    WorkingDirectory,
+    /// No build directory: not building here (yet, or any more, or on a remote builder).
+    Nothing,
+}
+
+/// How to find the processes of the build whose directories are `<prefix>-<n>` in one of
+/// `roots`, for a sampler running as `my_uid`.
+fn finder(roots: &[PathBuf], prefix: &str, my_uid: u32) -> Finder {
+    use std::os::unix::fs::MetadataExt;
+    let mut users = Vec::new();
+    let mut ours = false;
+    for root in roots {
+        for n in 0..BUILD_DIR_PROBES {
+            if let Ok(meta) = root.join(format!("{prefix}-{n}")).symlink_metadata() {
+                if meta.uid() == my_uid {
+                    ours = true;
+                } else if !users.contains(&meta.uid()) {
+                    users.push(meta.uid());
+                }
+            }
+        }
+    }
+    match (users.is_empty(), ours) {
+        (false, _) => Finder::Users(users),
+        (true, true) => Finder::WorkingDirectory,
+        (true, false) => Finder::Nothing,
+    }
+}
+
+/// The owner of `/proc/<pid>`: the process's effective user.
+fn proc_owner(proc_dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    proc_dir.symlink_metadata().ok().map(|m| m.uid())
 }
 
 impl ProcTable {
     #[cfg(target_os = "linux")]
     fn sample(&mut self, builds: &[(String, String)]) -> Vec<(String, Usage)> {
+        // SAFETY: geteuid cannot fail.
+        let my_uid = unsafe { libc::geteuid() };
+        let finders: Vec<Finder> = builds
+            .iter()
+            .map(|(_, prefix)| finder(&self.build_roots, prefix, my_uid))
+            .collect();
+        if finders.iter().all(|f| *f == Finder::Nothing) {
+            return Vec::new();
+        }
+        let by_cwd = finders.contains(&Finder::WorkingDirectory);
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
         let mut seen = HashSet::new();
         let mut stats: HashMap<i32, Stat> = HashMap::new();
+        let mut owners: HashMap<i32, u32> = HashMap::new();
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
         for entry in dir.flatten() {
             let Some(pid) = entry
@@ -218,11 +288,16 @@ impl ProcTable {
                 children.entry(stat.ppid).or_default().push(pid);
                 stats.insert(pid, stat);
             }
-            self.cwd_of.entry(pid).or_insert_with(|| {
-                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-                let name = cwd.file_name()?.to_str()?;
-                name.starts_with("nix-build-").then(|| name.to_string())
-            });
+            if let Some(uid) = proc_owner(&entry.path()) {
+                owners.insert(pid, uid);
+            }
+            if by_cwd {
+                self.cwd_of.entry(pid).or_insert_with(|| {
+                    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+                    let name = cwd.file_name()?.to_str()?;
+                    name.starts_with("nix-build-").then(|| name.to_string())
+                });
+            }
         }
         // Forget exited pids so a reused pid is looked at afresh.
         self.cwd_of.retain(|pid, _| seen.contains(pid));
@@ -230,24 +305,13 @@ impl ProcTable {
         let tick_ms = 1000.0 / clock_ticks_per_second();
         let page = page_size();
         let mut out = Vec::new();
-        for (drv, prefix) in builds {
+        for ((drv, prefix), finder) in builds.iter().zip(&finders) {
+            let mut stack: Vec<i32> = match finder {
+                Finder::Nothing => continue,
+                Finder::Users(users) => self.by_user(users, &owners, &stats),
+                Finder::WorkingDirectory => self.by_working_directory(prefix, &stats),
+            };
             let mut members = HashSet::new();
-            let mut stack: Vec<i32> = self
-                .cwd_of
-                .iter()
-                .filter(|(_, dir)| dir.as_deref().is_some_and(|d| is_build_dir(d, prefix)))
-                .map(|(pid, _)| *pid)
-                .collect();
-            if let Some(nix) = self.nix_pid {
-                let ours: Vec<i32> = stack
-                    .iter()
-                    .copied()
-                    .filter(|&pid| descends_from(pid, nix, &stats))
-                    .collect();
-                if !ours.is_empty() {
-                    stack = ours;
-                }
-            }
             while let Some(pid) = stack.pop() {
                 if members.insert(pid) {
                     if let Some(kids) = children.get(&pid) {
@@ -269,6 +333,66 @@ impl ProcTable {
             }
         }
         out
+    }
+
+    /// The processes of `users`. Two builds of the same name at once (from another Nix)
+    /// have directories of the same prefix: in single-user mode our builders descend from
+    /// our Nix (also in the sandbox), so only the users with such a process are kept if
+    /// there are any. Under a daemon none does, and both are summed.
+    #[cfg(target_os = "linux")]
+    fn by_user(
+        &self,
+        users: &[u32],
+        owners: &HashMap<i32, u32>,
+        stats: &HashMap<i32, Stat>,
+    ) -> Vec<i32> {
+        let of = |users: &[u32]| -> Vec<i32> {
+            owners
+                .iter()
+                .filter(|(_, uid)| users.contains(uid))
+                .map(|(pid, _)| *pid)
+                .collect()
+        };
+        let pids = of(users);
+        let Some(nix) = self.nix_pid else {
+            return pids;
+        };
+        let ours: Vec<u32> = users
+            .iter()
+            .copied()
+            .filter(|uid| {
+                pids.iter()
+                    .any(|pid| owners.get(pid) == Some(uid) && descends_from(*pid, nix, stats))
+            })
+            .collect();
+        if ours.is_empty() || ours.len() == users.len() {
+            pids
+        } else {
+            of(&ours)
+        }
+    }
+
+    /// The processes whose working directory is a build directory of `prefix`; of those,
+    /// the ones descending from our Nix if there are any.
+    #[cfg(target_os = "linux")]
+    fn by_working_directory(&self, prefix: &str, stats: &HashMap<i32, Stat>) -> Vec<i32> {
+        let in_dir: Vec<i32> = self
+            .cwd_of
+            .iter()
+            .filter(|(_, dir)| dir.as_deref().is_some_and(|d| is_build_dir(d, prefix)))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if let Some(nix) = self.nix_pid {
+            let ours: Vec<i32> = in_dir
+                .iter()
+                .copied()
+                .filter(|&pid| descends_from(pid, nix, stats))
+                .collect();
+            if !ours.is_empty() {
+                return ours;
+            }
+        }
+        in_dir
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -382,20 +506,21 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(800));
         let builds = vec![("d".to_string(), "nix-build-sampler-test.drv".to_string())];
-        let measured = ProcTable::default().sample(&builds);
-        // Told that the builds descend from this process, it still finds the child...
-        let mine = ProcTable {
-            nix_pid: Some(std::process::id() as i32),
+        let roots = vec![dir.path().to_path_buf()];
+        let table = |nix_pid| ProcTable {
+            nix_pid,
+            build_roots: roots.clone(),
             ..ProcTable::default()
-        }
-        .sample(&builds);
+        };
+        // Our own directory: found by working directory.
+        let measured = table(None).sample(&builds);
+        // Told that the builds descend from this process, it still finds the child...
+        let mine = table(Some(std::process::id() as i32)).sample(&builds);
         // ...and when nothing in the directory descends from our Nix (a daemon built it),
         // the directory match alone is kept.
-        let other = ProcTable {
-            nix_pid: Some(i32::MAX),
-            ..ProcTable::default()
-        }
-        .sample(&builds);
+        let other = table(Some(i32::MAX)).sample(&builds);
+        // Without the directory among the roots, the build is not running here.
+        let elsewhere = ProcTable::default().sample(&builds);
         child.kill().unwrap();
         let _ = child.wait();
         for m in [&measured, &mine, &other] {
@@ -403,5 +528,49 @@ mod tests {
             let rss = m[0].1.peak_rss_bytes;
             assert!((64 << 20..128 << 20).contains(&rss), "rss {rss}");
         }
+        assert!(elsewhere.is_empty(), "{elsewhere:?}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_build_users_processes_are_measured_wherever_they_run() {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr().lock(),
+                b"\n*** NOT RUN: a_build_users_processes_are_measured_wherever_they_run needs root to run a process as another user\n",
+            );
+            return;
+        }
+        // As Nix does: a directory owned by the build user, and the builder running as
+        // that user with its working directory elsewhere (`/build` in the sandbox).
+        let build_user = 65534; // nobody
+        let dir = tempfile::tempdir().unwrap();
+        let build_dir = dir.path().join("nix-build-sampler-user.drv-2");
+        std::fs::create_dir(&build_dir).unwrap();
+        std::os::unix::fs::chown(&build_dir, Some(build_user), None).unwrap();
+        let mut child = std::process::Command::new("/usr/bin/python3")
+            .args(["-c", "import time\nb = b'x' * (48 << 20)\ntime.sleep(5)"])
+            .current_dir("/")
+            .uid(build_user)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let mut table = ProcTable {
+            build_roots: vec![dir.path().to_path_buf()],
+            ..ProcTable::default()
+        };
+        let builds = vec![("d".to_string(), "nix-build-sampler-user.drv".to_string())];
+        let during = table.sample(&builds);
+        // The directory gone (the build ended): the user's processes are no longer it.
+        std::fs::remove_dir(&build_dir).unwrap();
+        let after = table.sample(&builds);
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert_eq!(during.len(), 1, "{during:?}");
+        let rss = during[0].1.peak_rss_bytes;
+        assert!((48 << 20..96 << 20).contains(&rss), "rss {rss}");
+        assert!(after.is_empty(), "{after:?}");
     }
 }
