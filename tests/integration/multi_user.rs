@@ -1,6 +1,7 @@
 //! A multi-user install: the hook runs as root inside nix-daemon, with the daemon's
 //! environment, and writes the system spool; an unprivileged user's `nix-ledger` ingests
-//! it into that user's own ledger without sudo.
+//! it into that user's own ledger without sudo, and measures the memory of the builds
+//! its `nix-ledger build` asks the daemon for.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -28,6 +29,9 @@ impl Daemon {
         let child = Command::new("nix-daemon")
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
+            // An untrusted client's `--option substituters ''` is ignored: without this
+            // the daemon would try cache.nixos.org for every path.
+            .env("NIX_CONFIG", "substituters =")
             .env("NIX_DAEMON_SOCKET_PATH", &socket)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -50,6 +54,40 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// User `nobody`, with a copy of the binary it can execute and a home it owns, in `dir`.
+struct Unprivileged {
+    binary: std::path::PathBuf,
+    home: std::path::PathBuf,
+}
+
+impl Unprivileged {
+    fn new(dir: &Path) -> Unprivileged {
+        let home = dir.join("home");
+        std::fs::create_dir(&home).unwrap();
+        let binary = dir.join("nix-ledger");
+        std::fs::copy(ledger_bin(), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Command::new("chown")
+            .args([&format!("{NOBODY}:{NOBODY}"), home.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success());
+        Unprivileged { binary, home }
+    }
+
+    /// `nix-ledger ARGS` as nobody, with a clean environment.
+    fn ledger(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
+            .arg(&self.binary)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &self.home);
+        cmd
     }
 }
 
@@ -108,26 +146,8 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
         "the system spool is readable by all, writable by root"
     );
 
-    // An unprivileged user, with a copy of the binary it can execute and a home it owns.
-    let user_home = sandbox.path().join("home");
-    std::fs::create_dir(&user_home).unwrap();
-    let binary = sandbox.path().join("nix-ledger");
-    std::fs::copy(ledger_bin(), &binary).unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(Command::new("chown")
-        .args([&format!("{NOBODY}:{NOBODY}"), user_home.to_str().unwrap()])
-        .status()
-        .unwrap()
-        .success());
-    let out = run_ok(
-        Command::new("setpriv")
-            .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
-            .arg(&binary)
-            .args(["history", "--json"])
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &user_home),
-    );
+    let user = Unprivileged::new(sandbox.path());
+    let out = run_ok(&mut user.ledger(&["history", "--json"]));
     let history: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
         .unwrap()
         .as_array()
@@ -141,12 +161,47 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
         assert_eq!(matching.len(), 1, "{drv} once in the user's ledger");
         assert_eq!(entry_outputs(matching[0]), drv_outputs(&drv));
     }
-    let ledger_dir = user_home.join(".local/state/nix-ledger");
+    let ledger_dir = user.home.join(".local/state/nix-ledger");
     let meta = std::fs::metadata(&ledger_dir).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
     assert_eq!(
         meta.permissions().mode() & 0o777,
         0o700,
         "the user's ledger is private"
+    );
+}
+
+#[test]
+fn an_unprivileged_users_wrapper_measures_the_memory_of_the_daemons_build() {
+    if let Err(why) = can_run() {
+        say_not_run(&format!("multi-user daemon test: {why}"));
+        return;
+    }
+    let env = TestEnv::new("multiuser-memory");
+    let sandbox = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(sandbox.path());
+    let user = Unprivileged::new(sandbox.path());
+    let fixture = sandbox.path().join("wrapper.nix");
+    std::fs::copy(crate::util::wrapper_fixture(), &fixture).unwrap();
+    // The build runs as a nixbld user under the daemon; nobody may not read its working
+    // directory, only stat its build directory and read /proc/<pid>/stat.
+    let out = run_ok(
+        user.ledger(&["build", "-f", fixture.to_str().unwrap(), "memory"])
+            .args(["--argstr", "salt", &env.salt, "--no-link"])
+            .env("NIX_REMOTE", "daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("peak memory: 3"), "{stderr}");
+    let out = run_ok(&mut user.ledger(&["history", "--json"]));
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let build = &history[0];
+    assert_eq!(build["name"], "wrapper-memory", "{history:#}");
+    let rss = build["peak_rss_bytes"].as_i64().unwrap_or(0) as f64;
+    let expected = (300u64 << 20) as f64;
+    assert!(
+        (rss - expected).abs() <= expected * 0.2,
+        "peak RSS {rss}, expected {expected} ± 20%: {build:#}"
     );
 }
