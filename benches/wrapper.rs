@@ -190,28 +190,37 @@ fn compare(
     }
 }
 
+/// `cmd` as one line for `sh -c`, every word quoted.
+fn shell_line(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `cmd` with its stdout and stderr on a terminal, as when a user types it: run by
+/// `script` on a pseudo-terminal whose output `script` copies (to /dev/null, see `timed`).
+/// Nix draws its progress bar only there.
+fn on_terminal(cmd: Command) -> Command {
+    let mut term = Command::new("script");
+    term.args(["-qfec", &shell_line(&cmd), "/dev/null"]);
+    for (key, value) in cmd.get_envs() {
+        if let Some(value) = value {
+            term.env(key, value);
+        }
+    }
+    term
+}
+
 fn bench_graph(runs: usize, home: &Path) {
     // Beside plain `nix build` and the wrapper: Nix writing its JSON log to a pipe read
     // by `cat`, which is what any JSON-log reader makes Nix do, without the wrapper.
     let json = |salt: &str| {
-        let inner = graph_cmd(false, home, salt);
-        let mut words: Vec<String> = std::iter::once(inner.get_program())
-            .chain(inner.get_args())
-            .map(|a| format!("'{}'", a.to_string_lossy()))
-            .collect();
-        words.extend(
-            [
-                "--log-format",
-                "internal-json",
-                "2>&1",
-                "|",
-                "cat",
-                ">/dev/null",
-            ]
-            .map(String::from),
-        );
+        let line = shell_line(&graph_cmd(false, home, salt))
+            + " --log-format internal-json 2>&1 | cat >/dev/null";
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &words.join(" ")]);
+        cmd.args(["-c", &line]);
         cmd
     };
     compare(
@@ -223,6 +232,12 @@ fn bench_graph(runs: usize, home: &Path) {
             1 => graph_cmd(true, home, &salt("gw", i)),
             _ => json(&salt("gj", i)),
         },
+    );
+    compare(
+        "200-derivation graph, -j 2, on a terminal",
+        &["plain", "wrapper"],
+        runs,
+        |k, i| on_terminal(graph_cmd(k == 1, home, &salt(&format!("gt{k}"), i))),
     );
 }
 
@@ -252,10 +267,16 @@ fn lines_cmd(run: LinesRun, home: &Path, salt: &str) -> Command {
 fn bench_lines(runs: usize, home: &Path) {
     let runs_of = [LinesRun::Plain, LinesRun::Wrapper, LinesRun::NixJson];
     compare(
-        "1M log lines, -L",
+        "1M log lines, -L, output to /dev/null",
         &["plain", "wrapper", "nix JSON"],
         runs,
         |k, i| lines_cmd(runs_of[k], home, &salt(&format!("l{k}"), i)),
+    );
+    compare(
+        "1M log lines, -L, on a terminal",
+        &["plain", "wrapper"],
+        runs,
+        |k, i| on_terminal(lines_cmd(runs_of[k], home, &salt(&format!("lt{k}"), i))),
     );
 }
 
