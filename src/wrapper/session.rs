@@ -198,10 +198,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_session_records_its_builds_and_history_gives_the_expected_time() {
+    /// A new ledger (kept alive by the returned directory) with one open session.
+    fn ledger_with_session() -> (tempfile::TempDir, Ledger, i64) {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
         let id = open(
             &ledger,
             &Opening {
@@ -213,6 +213,12 @@ mod tests {
             },
         )
         .unwrap();
+        (dir, ledger, id)
+    }
+
+    #[test]
+    fn a_session_records_its_builds_and_history_gives_the_expected_time() {
+        let (_dir, mut ledger, id) = ledger_with_session();
         let a = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-t-a.drv";
         let b = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-t-a.drv";
         let builds = [
@@ -245,19 +251,7 @@ mod tests {
 
     #[test]
     fn a_recorded_build_the_stream_later_calls_failed_is_restated_in_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
-        let id = open(
-            &ledger,
-            &Opening {
-                kind: "build".into(),
-                command: vec![],
-                cwd: None,
-                started_ms: 0,
-                hostname: None,
-            },
-        )
-        .unwrap();
+        let (_dir, mut ledger, id) = ledger_with_session();
         let a = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-t-a.drv";
         let mut b = build(a, 0, 1_000, Status::Built);
         let rows = record(&mut ledger, id, std::slice::from_ref(&b), &[]).unwrap();

@@ -109,16 +109,25 @@ fn can_run() -> Result<(), String> {
     Ok(())
 }
 
+/// The test's environment, a directory every user can enter, and a daemon whose socket is
+/// in it; `None`, said loudly, where the test cannot run.
+fn with_daemon(test: &str) -> Option<(TestEnv, tempfile::TempDir, Daemon)> {
+    if let Err(why) = can_run() {
+        say_not_run(&format!("multi-user daemon test {test}: {why}"));
+        return None;
+    }
+    let env = TestEnv::new(test);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon = Daemon::start(dir.path());
+    Some((env, dir, daemon))
+}
+
 #[test]
 fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_ingests() {
-    if let Err(why) = can_run() {
-        say_not_run(&format!("multi-user daemon test: {why}"));
+    let Some((env, sandbox, daemon)) = with_daemon("multiuser") else {
         return;
-    }
-    let env = TestEnv::new("multiuser");
-    let sandbox = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let daemon = Daemon::start(sandbox.path());
+    };
 
     run_ok(
         Command::new("nix-build")
@@ -173,14 +182,9 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
 
 #[test]
 fn an_unprivileged_users_wrapper_measures_the_memory_of_the_daemons_build() {
-    if let Err(why) = can_run() {
-        say_not_run(&format!("multi-user daemon test: {why}"));
+    let Some((env, sandbox, daemon)) = with_daemon("multiuser-memory") else {
         return;
-    }
-    let env = TestEnv::new("multiuser-memory");
-    let sandbox = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let daemon = Daemon::start(sandbox.path());
+    };
     let user = Unprivileged::new(sandbox.path());
     let fixture = sandbox.path().join("wrapper.nix");
     std::fs::copy(crate::util::wrapper_fixture(), &fixture).unwrap();
