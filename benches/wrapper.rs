@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix_ledger::wrapper::builddir::BuildRoots;
 use nix_ledger::wrapper::events::{parse_line, Line};
 use nix_ledger::wrapper::state::State;
 
@@ -98,7 +99,7 @@ fn bench_events() {
         best_parse = best_parse.min(start.elapsed().as_secs_f64());
 
         let root = std::env::temp_dir().join("nix-ledger-bench-no-builds");
-        let mut state = State::new(&root);
+        let mut state = State::new(BuildRoots::new(vec![root.clone()]));
         let start = Instant::now();
         let now = Instant::now();
         for line in &lines {

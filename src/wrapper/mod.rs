@@ -11,6 +11,7 @@
 //! or else at the end, also after an interrupt; the session row is closed at the end.
 //!
 //! - [`events`]: parsing the JSON log.
+//! - [`builddir`]: where Nix builds, and which build user runs a build.
 //! - [`state`]: what the log says happened.
 //! - [`progress`]: rendering on stderr.
 //! - [`nixenv`]: Nix's version and settings for the session, cached.
@@ -18,6 +19,7 @@
 //! - [`session`]: the session's rows in the ledger.
 //! - [`summary`]: the summary after every build.
 
+pub mod builddir;
 pub mod events;
 pub mod nixenv;
 pub mod progress;
@@ -39,6 +41,7 @@ use crate::nix::command::NixCommand;
 use crate::nix::store_db::StoreDb;
 use crate::paths::Layout;
 use crate::{Error, Result};
+use builddir::BuildRoots;
 use events::{parse_line, Line};
 use progress::{Progress, Style};
 use sampler::Sampler;
@@ -291,7 +294,10 @@ impl Supervisor {
         };
         if let Some(id) = started {
             if let Some(build) = self.state.running.get_mut(&id) {
-                self.sampler.watch(&build.drv_path);
+                // A remote builder's processes are not on this machine.
+                if build.machine.is_none() {
+                    self.sampler.watch(&build.drv_path, build.started_ms);
+                }
                 build.expected_ms = session::expected_ms(&self.ledger, &build.name);
             }
             self.progress.tick(&self.state, now);
@@ -448,14 +454,9 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
     // The exit status is awaited off the loop; it is taken only after stderr's end so
     // that every line is read first.
     let mut waiter = tokio::task::spawn_blocking(move || child.wait());
-    let build_root = State::default_build_root();
-    // Under a daemon, Nix's TMPDIR is the daemon's: usually /tmp whatever ours is.
-    let mut build_roots = vec![build_root.clone()];
-    if build_root != std::path::Path::new("/tmp") {
-        build_roots.push("/tmp".into());
-    }
+    let build_roots = BuildRoots::of_this_machine();
     let mut sup = Supervisor {
-        state: State::new(&build_root),
+        state: State::new(build_roots.clone()),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
         sampler: Sampler::start(Some(pgid), build_roots),
         ledger,

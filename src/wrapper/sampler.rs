@@ -26,7 +26,10 @@
 //! CPU-second is counted exactly once; the maximum over samples is kept.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::builddir::BuildRoots;
+use crate::ledger::record::name_from_drv_path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,8 +48,10 @@ pub struct Usage {
 
 #[derive(Debug, Default)]
 struct Tracked {
-    /// The build directory's file name without the trailing `-<n>`: `nix-build-x.drv`.
-    dir_prefix: String,
+    /// The derivation's name: its build directories are `nix-build-<name>.drv-<n>`.
+    name: String,
+    /// When the build was seen to start (Unix ms).
+    started_ms: i64,
     usage: Usage,
 }
 
@@ -68,7 +73,7 @@ pub struct Sampler {
 impl Sampler {
     /// Starts the sampling thread for the builds of the Nix process `nix_pid`, whose
     /// build directories are in one of `build_roots`.
-    pub fn start(nix_pid: Option<i32>, build_roots: Vec<PathBuf>) -> Sampler {
+    pub fn start(nix_pid: Option<i32>, build_roots: BuildRoots) -> Sampler {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -78,19 +83,14 @@ impl Sampler {
         Sampler { shared, thread }
     }
 
-    /// Starts watching the build of `drv_path`.
-    pub fn watch(&self, drv_path: &str) {
-        let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
-        // Nix names the directory after the store path's name, without the hash.
-        let name = match base.split_once('-') {
-            Some((hash, rest)) if hash.len() == 32 => rest,
-            _ => base,
-        };
+    /// Starts watching the build of `drv_path`, seen to start at `started_ms`.
+    pub fn watch(&self, drv_path: &str, started_ms: i64) {
         if let Ok(mut shared) = self.shared.lock() {
             shared.builds.insert(
                 drv_path.to_string(),
                 Tracked {
-                    dir_prefix: format!("nix-build-{name}"),
+                    name: name_from_drv_path(drv_path),
+                    started_ms,
                     usage: Usage::default(),
                 },
             );
@@ -124,7 +124,7 @@ impl Drop for Sampler {
     }
 }
 
-fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: Vec<PathBuf>) {
+fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
     let mut procs = ProcTable {
         nix_pid,
         build_roots,
@@ -132,20 +132,24 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: Vec<PathBuf>) 
     };
     loop {
         std::thread::park_timeout(INTERVAL);
-        let prefixes: Vec<(String, String)> = match shared.lock() {
+        let watched: Vec<Watched> = match shared.lock() {
             Ok(s) if s.stop => return,
             Ok(s) => s
                 .builds
                 .iter()
-                .map(|(drv, t)| (drv.clone(), t.dir_prefix.clone()))
+                .map(|(drv, t)| Watched {
+                    drv_path: drv.clone(),
+                    name: t.name.clone(),
+                    started_ms: t.started_ms,
+                })
                 .collect(),
             Err(_) => return,
         };
-        if prefixes.is_empty() {
+        if watched.is_empty() {
             continue;
         }
         let began = Instant::now();
-        let measured = procs.sample(&prefixes);
+        let measured = procs.sample(&watched);
         let Ok(mut s) = shared.lock() else { return };
         for (drv, m) in measured {
             if let Some(t) = s.builds.get_mut(&drv) {
@@ -205,44 +209,41 @@ struct ProcTable {
     /// does, and same-name builds at the same time are summed.
     nix_pid: Option<i32>,
     /// Where Nix creates build directories.
-    build_roots: Vec<PathBuf>,
+    build_roots: BuildRoots,
 }
 
-/// How many directory numbers are tried: Nix takes the lowest free `-<n>`.
-const BUILD_DIR_PROBES: u32 = 8;
+/// A build the sampler is told about.
+struct Watched {
+    drv_path: String,
+    name: String,
+    started_ms: i64,
+}
 
 /// How to find a build's processes.
 #[derive(Debug, PartialEq, Eq)]
 enum Finder {
-    /// The processes of these build users (the owners of its build directories).
+    /// The processes of these build users (those of its build directories).
     Users(Vec<u32>),
-    /// Its build directory exists but belongs to us: by working directory.
+    /// Its build directory is ours: by working directory.
     WorkingDirectory,
-    /// No build directory: not building here (yet, or any more, or on a remote builder).
+    /// No build directory seen (not building here, yet or any more, or on a remote
+    /// builder), or none whose build user can be known.
     Nothing,
 }
 
-/// How to find the processes of the build whose directories are `<prefix>-<n>` in one of
-/// `roots`, for a sampler running as `my_uid`.
-fn finder(roots: &[PathBuf], prefix: &str, my_uid: u32) -> Finder {
-    use std::os::unix::fs::MetadataExt;
-    let mut users = Vec::new();
-    let mut ours = false;
-    for root in roots {
-        for n in 0..BUILD_DIR_PROBES {
-            if let Ok(meta) = root.join(format!("{prefix}-{n}")).symlink_metadata() {
-                if meta.uid() == my_uid {
-                    ours = true;
-                } else if !users.contains(&meta.uid()) {
-                    users.push(meta.uid());
-                }
-            }
-        }
-    }
-    match (users.is_empty(), ours) {
-        (false, _) => Finder::Users(users),
-        (true, true) => Finder::WorkingDirectory,
-        (true, false) => Finder::Nothing,
+/// How to find the processes of the build of `name` that started at `started_ms`, for a
+/// sampler running as `me`.
+fn finder(roots: &BuildRoots, name: &str, started_ms: i64, me: u32) -> Finder {
+    let dirs = roots.dirs(name, Some(started_ms));
+    let mut users: Vec<u32> = dirs.iter().filter_map(|d| d.build_user(me)).collect();
+    users.sort_unstable();
+    users.dedup();
+    if !users.is_empty() {
+        Finder::Users(users)
+    } else if dirs.iter().any(|d| d.owner == me) {
+        Finder::WorkingDirectory
+    } else {
+        Finder::Nothing
     }
 }
 
@@ -254,17 +255,18 @@ fn proc_owner(proc_dir: &Path) -> Option<u32> {
 
 impl ProcTable {
     #[cfg(target_os = "linux")]
-    fn sample(&mut self, builds: &[(String, String)]) -> Vec<(String, Usage)> {
+    fn sample(&mut self, builds: &[Watched]) -> Vec<(String, Usage)> {
         // SAFETY: geteuid cannot fail.
-        let my_uid = unsafe { libc::geteuid() };
+        let me = unsafe { libc::geteuid() };
         let finders: Vec<Finder> = builds
             .iter()
-            .map(|(_, prefix)| finder(&self.build_roots, prefix, my_uid))
+            .map(|b| finder(&self.build_roots, &b.name, b.started_ms, me))
             .collect();
         if finders.iter().all(|f| *f == Finder::Nothing) {
             return Vec::new();
         }
         let by_cwd = finders.contains(&Finder::WorkingDirectory);
+        let by_user = finders.iter().any(|f| matches!(f, Finder::Users(_)));
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -288,8 +290,10 @@ impl ProcTable {
                 children.entry(stat.ppid).or_default().push(pid);
                 stats.insert(pid, stat);
             }
-            if let Some(uid) = proc_owner(&entry.path()) {
-                owners.insert(pid, uid);
+            if by_user {
+                if let Some(uid) = proc_owner(&entry.path()) {
+                    owners.insert(pid, uid);
+                }
             }
             if by_cwd {
                 self.cwd_of.entry(pid).or_insert_with(|| {
@@ -305,11 +309,11 @@ impl ProcTable {
         let tick_ms = 1000.0 / clock_ticks_per_second();
         let page = page_size();
         let mut out = Vec::new();
-        for ((drv, prefix), finder) in builds.iter().zip(&finders) {
+        for (build, finder) in builds.iter().zip(&finders) {
             let mut stack: Vec<i32> = match finder {
                 Finder::Nothing => continue,
                 Finder::Users(users) => self.by_user(users, &owners, &stats),
-                Finder::WorkingDirectory => self.by_working_directory(prefix, &stats),
+                Finder::WorkingDirectory => self.by_working_directory(&build.name, &stats),
             };
             let mut members = HashSet::new();
             while let Some(pid) = stack.pop() {
@@ -329,7 +333,7 @@ impl ProcTable {
             if !members.is_empty() {
                 usage.cpu_user_ms = (user as f64 * tick_ms) as u64;
                 usage.cpu_system_ms = (system as f64 * tick_ms) as u64;
-                out.push((drv.clone(), usage));
+                out.push((build.drv_path.clone(), usage));
             }
         }
         out
@@ -372,14 +376,15 @@ impl ProcTable {
         }
     }
 
-    /// The processes whose working directory is a build directory of `prefix`; of those,
+    /// The processes whose working directory is a build directory of `name`; of those,
     /// the ones descending from our Nix if there are any.
     #[cfg(target_os = "linux")]
-    fn by_working_directory(&self, prefix: &str, stats: &HashMap<i32, Stat>) -> Vec<i32> {
+    fn by_working_directory(&self, name: &str, stats: &HashMap<i32, Stat>) -> Vec<i32> {
+        let prefix = format!("nix-build-{name}.drv");
         let in_dir: Vec<i32> = self
             .cwd_of
             .iter()
-            .filter(|(_, dir)| dir.as_deref().is_some_and(|d| is_build_dir(d, prefix)))
+            .filter(|(_, dir)| dir.as_deref().is_some_and(|d| is_build_dir(d, &prefix)))
             .map(|(pid, _)| *pid)
             .collect();
         if let Some(nix) = self.nix_pid {
@@ -396,7 +401,7 @@ impl ProcTable {
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn sample(&mut self, _builds: &[(String, String)]) -> Vec<(String, Usage)> {
+    fn sample(&mut self, _builds: &[Watched]) -> Vec<(String, Usage)> {
         // macOS has no procfs and does not expose another user's working directory
         // without privileges; resources are not recorded there yet.
         let _ = &self.cwd_of;
@@ -449,6 +454,15 @@ fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A build of `name` that started a moment ago.
+    fn watched(name: &str) -> Watched {
+        Watched {
+            drv_path: format!("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{name}.drv"),
+            name: name.into(),
+            started_ms: crate::ledger::now_ms() - 1_000,
+        }
+    }
 
     #[test]
     fn stat_lines_parse_even_with_odd_command_names() {
@@ -505,8 +519,8 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(800));
-        let builds = vec![("d".to_string(), "nix-build-sampler-test.drv".to_string())];
-        let roots = vec![dir.path().to_path_buf()];
+        let builds = vec![watched("sampler-test")];
+        let roots = BuildRoots::new(vec![dir.path().to_path_buf()]);
         let table = |nix_pid| ProcTable {
             nix_pid,
             build_roots: roots.clone(),
@@ -558,10 +572,10 @@ mod tests {
             .unwrap();
         std::thread::sleep(Duration::from_millis(800));
         let mut table = ProcTable {
-            build_roots: vec![dir.path().to_path_buf()],
+            build_roots: BuildRoots::new(vec![dir.path().to_path_buf()]),
             ..ProcTable::default()
         };
-        let builds = vec![("d".to_string(), "nix-build-sampler-user.drv".to_string())];
+        let builds = vec![watched("sampler-user")];
         let during = table.sample(&builds);
         // The directory gone (the build ended): the user's processes are no longer it.
         std::fs::remove_dir(&build_dir).unwrap();

@@ -3,9 +3,9 @@
 //! or the ledger.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::builddir::BuildRoots;
 use super::events::{activity, result, Event, Field};
 use super::sampler::Usage;
 use crate::ledger::record::{name_from_drv_path, Status};
@@ -161,8 +161,8 @@ pub struct State {
     /// Builds taken out of `running` by any sign of their end, to compare with Nix's
     /// done + failed counters.
     accounted: u64,
-    /// Where Nix creates build directories (its `TMPDIR`, else `/tmp`).
-    build_root: PathBuf,
+    /// Where Nix creates build directories.
+    build_roots: BuildRoots,
 }
 
 impl State {
@@ -401,7 +401,11 @@ impl State {
         for (id, b) in &self.running {
             if b.machine.is_some() {
                 remote.push((b.started, *id));
-            } else if has_build_dir(&self.build_root, &b.name) {
+            } else if !self
+                .build_roots
+                .dirs(&b.name, Some(b.started_ms))
+                .is_empty()
+            {
                 // Another build of the same name (another Nix process) may hold a
                 // directory of that name: only a last resort.
                 still_there.push((b.started, *id));
@@ -435,8 +439,8 @@ impl State {
         }
     }
 
-    /// A state for a Nix that creates its build directories under `build_root`.
-    pub fn new(build_root: &Path) -> State {
+    /// A state for a Nix that creates its build directories in `build_roots`.
+    pub fn new(build_roots: BuildRoots) -> State {
         State {
             activity_types: HashMap::new(),
             running: HashMap::new(),
@@ -451,16 +455,8 @@ impl State {
             settled: Vec::new(),
             stopped: Vec::new(),
             accounted: 0,
-            build_root: build_root.to_path_buf(),
+            build_roots,
         }
-    }
-
-    /// Where this Nix process creates build directories: `$TMPDIR`, else `/tmp`.
-    pub fn default_build_root() -> PathBuf {
-        std::env::var_os("TMPDIR")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp"))
     }
 
     /// Nix has stopped every activity it started, after building or downloading
@@ -494,22 +490,6 @@ impl State {
     }
 }
 
-/// How many directory numbers [`has_build_dir`] tries. Nix takes the lowest free
-/// `-<n>`, so a higher one means as many same-name directories at once (other Nix
-/// processes, or kept failed builds).
-const BUILD_DIR_PROBES: u32 = 8;
-
-/// Whether a directory of the build named `name` exists under `root`:
-/// `nix-build-<name>.drv-<n>`. A few `stat`s rather than listing `root`, which is
-/// usually `/tmp` and may hold thousands of entries; this runs after every build.
-fn has_build_dir(root: &Path, name: &str) -> bool {
-    (0..BUILD_DIR_PROBES).any(|n| {
-        root.join(format!("nix-build-{name}.drv-{n}"))
-            .symlink_metadata()
-            .is_ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::events::{parse_line, Line};
@@ -526,7 +506,7 @@ mod tests {
 
     #[test]
     fn a_build_is_timed_from_start_to_stop_and_counts_its_log() {
-        let mut s = State::new(Path::new("/nonexistent"));
+        let mut s = State::new(BuildRoots::default());
         feed(
             &mut s,
             r#"@nix {"action":"start","id":1,"type":104,"fields":[],"text":"","level":0,"parent":0}"#,
@@ -584,7 +564,7 @@ mod tests {
     fn a_build_whose_directory_still_exists_is_not_the_one_that_ended() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("nix-build-t-b.drv-0")).unwrap();
-        let mut s = State::new(root.path());
+        let mut s = State::new(BuildRoots::new(vec![root.path().into()]));
         let b = DRV.replace("t-a", "t-b");
         feed(
             &mut s,
@@ -621,19 +601,8 @@ mod tests {
     }
 
     #[test]
-    fn a_build_directory_is_found_under_any_of_the_first_numbers_nix_gives() {
-        let root = tempfile::tempdir().unwrap();
-        assert!(!has_build_dir(root.path(), "t-b"));
-        // -0 held by another Nix when this build started: Nix took -3.
-        std::fs::create_dir(root.path().join("nix-build-t-b.drv-3")).unwrap();
-        assert!(has_build_dir(root.path(), "t-b"));
-        assert!(!has_build_dir(root.path(), "t"));
-        assert!(!has_build_dir(root.path(), "t-b.drv"));
-    }
-
-    #[test]
     fn an_error_message_naming_a_stopped_build_marks_it_failed() {
-        let mut s = State::new(Path::new("/nonexistent"));
+        let mut s = State::new(BuildRoots::default());
         feed(
             &mut s,
             &format!(
@@ -657,7 +626,7 @@ mod tests {
 
     #[test]
     fn substitutions_and_download_bytes_are_counted() {
-        let mut s = State::new(Path::new("/nonexistent"));
+        let mut s = State::new(BuildRoots::default());
         feed(
             &mut s,
             r#"@nix {"action":"start","id":7,"type":108,"fields":["/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-x","file:///c"],"text":"","level":4,"parent":0}"#,

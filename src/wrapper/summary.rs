@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn the_summary_counts_and_ranks_builds() {
-        let mut state = State::new(std::path::Path::new("/nonexistent"));
+        let mut state = State::new(crate::wrapper::builddir::BuildRoots::default());
         state.finished = vec![
             build("a", 100, Status::Built, Some(10 << 20)),
             build("b", 3_000, Status::Built, Some(300 << 20)),
