@@ -1,14 +1,15 @@
 //! Peak memory and CPU time of each running build's process tree.
 //!
-//! Nix creates each build's temporary directory `nix-build-<name>.drv-<n>` (in its
-//! `TMPDIR`, usually `/tmp`) and gives it to the build user that build alone runs as
-//! (`nixbld*`, for as long as the build runs). So a build's processes are those of the
-//! user owning its directory. That holds in the sandbox too, where the builder's working
-//! directory reads `/build` from outside, and needs no privileges: anyone may `stat` the
-//! directory, see who owns `/proc/<pid>` and read `/proc/<pid>/stat` (a build user's
-//! working directory is readable only by root). The directory is looked up again in
-//! every sample, so once it is gone (the build ended) the user's next build is not
-//! counted against this one.
+//! A build's processes are those of the build user that runs it, which is told by its
+//! build directory ([`super::builddir`]): a build user runs one build at a time. That
+//! holds in the sandbox too, where the builder's working directory reads `/build` from
+//! outside, and on Nix 2.8 needs no privileges: anyone may `stat` the directory, see who
+//! owns `/proc/<pid>` and read `/proc/<pid>/stat` (a build user's working directory is
+//! readable only by root). The directory is looked up again in every sample, so once it
+//! is gone (the build ended) the user's next build is not counted against this one.
+//! Where the build user cannot be known (a root-only directory on a Nix with the
+//! CVE-2024-38531 layout, seen by a user other than root; directories that do not carry
+//! the derivation's name), nothing is recorded rather than a guess.
 //!
 //! Builds that run as the wrapper's own user (no build users configured) are found by
 //! their working directory instead, the build directory, plus every descendant of
