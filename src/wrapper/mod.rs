@@ -438,7 +438,8 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
                 exit_code: 127,
                 ..session::Closing::default()
             };
-            session::close(&ledger, session_id, &closing)?;
+            let mut ledger = ledger;
+            session::finish(&mut ledger, session_id, &[], &[], &[], &closing)?;
             return Err(Error::Spawn {
                 program: "nix".into(),
                 source,
@@ -557,18 +558,14 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         );
     }
     // What changed since the early record, if there was one; else everything.
-    let mut changed = false;
-    for ((row, recorded), build) in rows.iter().zip(&state.finished) {
-        if build.status != *recorded {
-            session::restate(&ledger, *row, build)?;
-            changed = true;
-        }
-    }
+    let restated: Vec<(i64, &state::FinishedBuild)> = rows
+        .iter()
+        .zip(&state.finished)
+        .filter(|((_, recorded), build)| build.status != *recorded)
+        .map(|((row, _), build)| (*row, build))
+        .collect();
     let new_builds = &state.finished[rows.len()..];
-    if !new_builds.is_empty() || !substituted.is_empty() {
-        session::record(&mut ledger, session_id, new_builds, &substituted)?;
-        changed = true;
-    }
+    let changed = !restated.is_empty() || !new_builds.is_empty() || !substituted.is_empty();
     let closing = session::Closing {
         finished_ms,
         status: match (sup.interrupted_by, exit_code) {
@@ -587,7 +584,14 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         failed: summary.failed as i64,
         downloaded_bytes: summary.downloaded_bytes as i64,
     };
-    session::close(&ledger, session_id, &closing)?;
+    session::finish(
+        &mut ledger,
+        session_id,
+        &restated,
+        new_builds,
+        &substituted,
+        &closing,
+    )?;
     progress.flush();
     let rebuild_causes = match early_causes {
         Some(causes) if !changed => causes,

@@ -3,7 +3,7 @@
 //! [`record_build`] (merged with the hook's records), and the expected duration of a
 //! derivation from earlier builds of the same name.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::state::FinishedBuild;
 use crate::ledger::record::{record_build, BuildRecord, Source, Status};
@@ -70,6 +70,63 @@ pub fn record(
     let path = ledger.path().to_path_buf();
     let err = |e| crate::Error::ledger(&path, e);
     let tx = ledger.conn_mut().transaction().map_err(err)?;
+    let rows = record_rows(&tx, id, builds, substituted).map_err(err)?;
+    tx.commit().map_err(err)?;
+    Ok(rows)
+}
+
+/// Ends session `id` in one transaction: rewrites the outcome of builds recorded before
+/// that the stream later said otherwise of (`(row, build)`, e.g. an error naming it),
+/// records the builds and substitutions not recorded yet, and closes the session's row.
+pub fn finish(
+    ledger: &mut Ledger,
+    id: i64,
+    restated: &[(i64, &FinishedBuild)],
+    builds: &[FinishedBuild],
+    substituted: &[SubstitutedDrv],
+    c: &Closing,
+) -> Result<()> {
+    let path = ledger.path().to_path_buf();
+    let err = |e| crate::Error::ledger(&path, e);
+    let tx = ledger.conn_mut().transaction().map_err(err)?;
+    for (row, b) in restated {
+        tx.prepare_cached("UPDATE builds SET status = ?2, log_tail = ?3 WHERE id = ?1")
+            .and_then(|mut stmt| stmt.execute(params![row, b.status.as_str(), log_tail(b)]))
+            .map_err(err)?;
+    }
+    record_rows(&tx, id, builds, substituted).map_err(err)?;
+    tx.execute(
+        "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
+             max_jobs = ?6, cores = ?7, host_cores = ?8, host_memory_bytes = ?9,
+             built_count = ?10, substituted_count = ?11, failed_count = ?12,
+             downloaded_bytes = ?13
+         WHERE id = ?1",
+        params![
+            id,
+            c.finished_ms,
+            c.status,
+            c.exit_code,
+            c.nix_version,
+            c.max_jobs,
+            c.cores,
+            c.host_cores,
+            c.host_memory_bytes,
+            c.built,
+            c.substituted,
+            c.failed,
+            c.downloaded_bytes
+        ],
+    )
+    .map_err(err)?;
+    tx.commit().map_err(err)
+}
+
+fn record_rows(
+    tx: &Transaction<'_>,
+    id: i64,
+    builds: &[FinishedBuild],
+    substituted: &[SubstitutedDrv],
+) -> rusqlite::Result<Vec<i64>> {
     let mut rows = Vec::with_capacity(builds.len());
     for b in builds {
         let mut rec = BuildRecord::new(&b.drv_path, Source::Wrapper, b.status, b.finished_ms);
@@ -84,7 +141,7 @@ pub fn record(
             rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
             rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
         }
-        rows.push(record_build(&tx, &rec).map_err(err)?.build_id());
+        rows.push(record_build(tx, &rec)?.build_id());
     }
     for s in substituted {
         let mut rec = BuildRecord::new(
@@ -96,9 +153,8 @@ pub fn record(
         rec.session_id = Some(id);
         rec.started_ms = Some(s.started_ms);
         rec.timing_source = Some("wrapper");
-        record_build(&tx, &rec).map_err(err)?;
+        record_build(tx, &rec)?;
     }
-    tx.commit().map_err(err)?;
     Ok(rows)
 }
 
@@ -112,49 +168,6 @@ fn log_tail(b: &FinishedBuild) -> Option<String> {
         tail.push_str("(interrupted)\n");
     }
     Some(tail)
-}
-
-/// Rewrites the outcome of a build recorded at row `row` that the stream later said
-/// otherwise (an error naming it after it was recorded).
-pub fn restate(ledger: &Ledger, row: i64, b: &FinishedBuild) -> Result<()> {
-    ledger
-        .conn()
-        .execute(
-            "UPDATE builds SET status = ?2, log_tail = ?3 WHERE id = ?1",
-            params![row, b.status.as_str(), log_tail(b)],
-        )
-        .map_err(|e| ledger.err(e))?;
-    Ok(())
-}
-
-/// Closes the session's row.
-pub fn close(ledger: &Ledger, id: i64, c: &Closing) -> Result<()> {
-    ledger
-        .conn()
-        .execute(
-            "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
-                 max_jobs = ?6, cores = ?7, host_cores = ?8, host_memory_bytes = ?9,
-                 built_count = ?10, substituted_count = ?11, failed_count = ?12,
-                 downloaded_bytes = ?13
-             WHERE id = ?1",
-            params![
-                id,
-                c.finished_ms,
-                c.status,
-                c.exit_code,
-                c.nix_version,
-                c.max_jobs,
-                c.cores,
-                c.host_cores,
-                c.host_memory_bytes,
-                c.built,
-                c.substituted,
-                c.failed,
-                c.downloaded_bytes
-            ],
-        )
-        .map_err(|e| ledger.err(e))?;
-    Ok(())
 }
 
 /// The average duration of the last few successful builds of derivations named `name`.
@@ -234,8 +247,7 @@ mod tests {
             failed: 1,
             ..Closing::default()
         };
-        record(&mut ledger, id, &builds, &[]).unwrap();
-        close(&ledger, id, &closing).unwrap();
+        finish(&mut ledger, id, &[], &builds, &[], &closing).unwrap();
         assert_eq!(expected_ms(&ledger, "t-a"), Some(2_000));
         assert_eq!(expected_ms(&ledger, "never-built"), None);
         let (status, tail): (String, String) = ledger
@@ -256,17 +268,27 @@ mod tests {
         let mut b = build(a, 0, 1_000, Status::Built);
         let rows = record(&mut ledger, id, std::slice::from_ref(&b), &[]).unwrap();
         b.status = Status::Failed;
-        restate(&ledger, rows[0], &b).unwrap();
-        let stored: Vec<(String, Option<String>)> = ledger
-            .conn()
-            .prepare("SELECT status, log_tail FROM builds")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let stored = |ledger: &Ledger| -> Vec<(String, Option<String>)> {
+            ledger
+                .conn()
+                .prepare("SELECT status, log_tail FROM builds")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        // One transaction: a session row that cannot be written takes the rest back.
+        let invalid = Closing::default();
+        assert!(finish(&mut ledger, id, &[(rows[0], &b)], &[], &[], &invalid).is_err());
+        assert_eq!(stored(&ledger), vec![("built".to_string(), None)]);
+        let closing = Closing {
+            status: "failed",
+            ..Closing::default()
+        };
+        finish(&mut ledger, id, &[(rows[0], &b)], &[], &[], &closing).unwrap();
         assert_eq!(
-            stored,
+            stored(&ledger),
             vec![("failed".to_string(), Some("oops\n".to_string()))]
         );
     }
