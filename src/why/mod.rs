@@ -414,10 +414,11 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
             continue;
         };
         rebuilt += 1;
+        // Counted like those past the shown ones, even if its old .drv is gone.
+        targets += 1;
         if loader.get(&old)?.is_none() {
             continue;
         }
-        targets += 1;
         reports.push(walk(ledger, &mut loader, drv, &old, name, Some(at))?);
     }
     drop(reading);
