@@ -206,9 +206,8 @@ fn gather_environment(state_dir: &std::path::Path) -> Environment {
 /// What was recorded before Nix exited (see [`Supervisor::record_early_if_quiet`]).
 enum Early {
     NotYet,
-    Done(EarlyRecord),
-    /// Recording then failed: everything is recorded at the end instead.
-    Failed,
+    /// On its own thread and connection, so that the stream is read on meanwhile.
+    Running(std::thread::JoinHandle<Result<EarlyRecord>>),
 }
 
 struct EarlyRecord {
@@ -218,6 +217,37 @@ struct EarlyRecord {
     substitutions: usize,
     nar_bytes: u64,
     rebuild_causes: std::result::Result<Option<String>, String>,
+}
+
+/// What the early record is given: the builds and substitutions so far.
+struct EarlyWork {
+    ledger: std::path::PathBuf,
+    spools: Vec<std::path::PathBuf>,
+    session_id: i64,
+    finished: Vec<state::FinishedBuild>,
+    substitutions: Vec<Substitution>,
+}
+
+impl EarlyWork {
+    fn run(self) -> Result<EarlyRecord> {
+        let mut ledger = Ledger::open(&self.ledger)?;
+        // The hook's records first, so that each build merges with its hook twin.
+        ingest::ingest_all(&mut ledger, &self.spools)?;
+        let (substituted, nar_bytes) = substituted_derivations(&self.substitutions);
+        let ids = session::record(&mut ledger, self.session_id, &self.finished, &substituted)?;
+        let rows = ids
+            .into_iter()
+            .zip(self.finished.iter().map(|b| b.status))
+            .collect();
+        let rebuild_causes =
+            crate::why::summary_after_session(&ledger, self.session_id).map_err(|e| e.to_string());
+        Ok(EarlyRecord {
+            rows,
+            substitutions: self.substitutions.len(),
+            nar_bytes,
+            rebuild_causes,
+        })
+    }
 }
 
 /// The supervisor's mutable parts.
@@ -239,10 +269,9 @@ struct Supervisor {
 impl Supervisor {
     /// Handles the whole lines of a chunk read from Nix's stderr (prefixed by the
     /// unfinished line of the previous chunk), all stamped with the chunk's arrival.
-    fn handle_chunk(&mut self, partial: &mut Vec<u8>, chunk: &[u8]) {
-        let now = Instant::now();
-        let now_ms = now_ms();
-        let mut rest = chunk;
+    fn handle_chunk(&mut self, partial: &mut Vec<u8>, chunk: &Chunk) {
+        let (now, now_ms) = (chunk.read_at, chunk.read_at_ms);
+        let mut rest = chunk.bytes.as_slice();
         if !partial.is_empty() {
             match rest.iter().position(|&b| b == b'\n') {
                 Some(end) => {
@@ -324,6 +353,10 @@ impl Supervisor {
     /// the rebuild causes then takes that work off the wall time. Whatever the stream
     /// says afterwards (more builds, an error naming a recorded one) is recorded at the
     /// end.
+    ///
+    /// Nix may also go quiet in the middle, after an import-from-derivation build while
+    /// it evaluates on; the work runs on its own thread, so events are still read and
+    /// stamped on time and signals forwarded meanwhile.
     fn record_early_if_quiet(&mut self) {
         if !matches!(self.early, Early::NotYet)
             || self.interrupted_by.is_some()
@@ -331,34 +364,20 @@ impl Supervisor {
         {
             return;
         }
-        self.early = match self.record_early() {
-            Ok(record) => Early::Done(record),
-            Err(_) => Early::Failed,
+        let work = EarlyWork {
+            ledger: self.ledger.path().to_path_buf(),
+            spools: self.spools.clone(),
+            session_id: self.session_id,
+            finished: self.state.finished.clone(),
+            substitutions: self.state.substituted.clone(),
         };
-    }
-
-    fn record_early(&mut self) -> Result<EarlyRecord> {
-        // The hook's records first, so that each build merges with its hook twin.
-        ingest::ingest_all(&mut self.ledger, &self.spools)?;
-        let (substituted, nar_bytes) = substituted_derivations(&self.state.substituted);
-        let ids = session::record(
-            &mut self.ledger,
-            self.session_id,
-            &self.state.finished,
-            &substituted,
-        )?;
-        let rows = ids
-            .into_iter()
-            .zip(self.state.finished.iter().map(|b| b.status))
-            .collect();
-        let rebuild_causes = crate::why::summary_after_session(&self.ledger, self.session_id)
-            .map_err(|e| e.to_string());
-        Ok(EarlyRecord {
-            rows,
-            substitutions: self.state.substituted.len(),
-            nar_bytes,
-            rebuild_causes,
-        })
+        // Without a thread, everything is recorded at the end.
+        if let Ok(handle) = std::thread::Builder::new()
+            .name("nix-ledger-early".into())
+            .spawn(move || work.run())
+        {
+            self.early = Early::Running(handle);
+        }
     }
 
     fn tick(&mut self) {
@@ -529,10 +548,14 @@ async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
         Some(signal) => 128 + signal,
         None => nix_code,
     };
-    let early = std::mem::replace(&mut sup.early, Early::NotYet);
+    let early = match std::mem::replace(&mut sup.early, Early::NotYet) {
+        Early::Running(handle) => handle.join().ok().and_then(Result::ok),
+        Early::NotYet => None,
+    };
+    // If the early record failed, everything is recorded now.
     let (rows, substitutions_recorded, early_nar_bytes, early_causes) = match early {
-        Early::Done(r) => (r.rows, r.substitutions, r.nar_bytes, Some(r.rebuild_causes)),
-        Early::NotYet | Early::Failed => (Vec::new(), 0, 0, None),
+        Some(r) => (r.rows, r.substitutions, r.nar_bytes, Some(r.rebuild_causes)),
+        None => (Vec::new(), 0, 0, None),
     };
     let mut summary = Summary::from_state(&sup.state, wall_ms);
     let (substituted, nar_bytes) =
@@ -619,9 +642,17 @@ const SMALL_READ: usize = 16 << 10;
 /// arrival, so they may be stamped up to this much late.
 const COALESCE: Duration = Duration::from_millis(10);
 
+/// Bytes read from Nix's stderr, and when: the reader stamps them, so that the events
+/// in them are timed by their arrival even if the supervisor is busy.
+struct Chunk {
+    read_at: Instant,
+    read_at_ms: i64,
+    bytes: Vec<u8>,
+}
+
 /// Reads Nix's stderr on its own thread, in large chunks, into a bounded channel (a
 /// full channel makes Nix wait rather than the wrapper grow).
-fn read_in_chunks(mut stderr: std::process::ChildStderr) -> tokio::sync::mpsc::Receiver<Vec<u8>> {
+fn read_in_chunks(mut stderr: std::process::ChildStderr) -> tokio::sync::mpsc::Receiver<Chunk> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
@@ -641,7 +672,12 @@ fn read_in_chunks(mut stderr: std::process::ChildStderr) -> tokio::sync::mpsc::R
                 match std::io::Read::read(&mut stderr, &mut buf) {
                     Ok(0) => return,
                     Ok(n) => {
-                        if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                        let chunk = Chunk {
+                            read_at: Instant::now(),
+                            read_at_ms: now_ms(),
+                            bytes: buf[..n].to_vec(),
+                        };
+                        if tx.blocking_send(chunk).is_err() {
                             return;
                         }
                         if n < SMALL_READ {

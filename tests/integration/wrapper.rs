@@ -479,3 +479,35 @@ fn wrapper_records_builds_before_and_after_nix_goes_quiet_once_each() {
     assert_eq!(sessions[0]["status"], "succeeded");
     assert_eq!(sessions[0]["built_count"], 2);
 }
+
+#[test]
+fn wrapper_records_a_failure_after_nix_went_quiet_with_the_exit_code_of_nix() {
+    // The early record (after the import-from-derivation build) has the first build as
+    // built; the failure after it is recorded at the end, with Nix's exit code.
+    let env = TestEnv::new("wrapper-ifd-failing");
+    let plain = env
+        .plain_build("ifdFailing", &format!("{}-plain", env.salt), &[])
+        .output()
+        .unwrap();
+    let out = env.wrapper_build("ifdFailing", &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), plain.status.code(), "{stderr}");
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    let history = env.history();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(by_name(&history, "wrapper-ifd-gen")["status"], "built");
+    assert_eq!(by_name(&history, "wrapper-ifd-failing")["status"], "failed");
+    let tails = env.query("SELECT log_tail FROM builds WHERE status = 'failed'");
+    assert!(
+        tails[0]["log_tail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("main fails"),
+        "{tails:#?}"
+    );
+    let sessions = env.query("SELECT status, built_count, failed_count FROM sessions");
+    assert_eq!(sessions.len(), 1, "{sessions:#?}");
+    assert_eq!(sessions[0]["status"], "failed");
+    assert_eq!(sessions[0]["built_count"], 1);
+    assert_eq!(sessions[0]["failed_count"], 1);
+}
