@@ -6,9 +6,10 @@
 //! event on arrival, as the stream carries no times), forwards SIGINT/SIGTERM to Nix's
 //! process group and redraws the progress. The sampler is its own thread so that reading
 //! procfs never delays the stream. Nothing is written to the ledger per line: the session
-//! row is opened before Nix starts; the builds are written in one transaction as soon as
-//! Nix has stopped all its activities (it then only tears down, for tens of milliseconds)
-//! or else at the end, also after an interrupt; the session row is closed at the end.
+//! row is opened before Nix starts; the builds are written in one transaction, on a
+//! thread of their own, as soon as Nix has stopped all its activities (at the end it then
+//! only tears down, for tens of milliseconds), or else at the end, also after an
+//! interrupt; the session row is closed at the end.
 //!
 //! - [`events`]: parsing the JSON log.
 //! - [`builddir`]: where Nix builds, and which build user runs a build.
