@@ -328,7 +328,10 @@ impl Supervisor {
                 if build.machine.is_none() {
                     self.sampler.watch(&build.drv_path, build.started_ms);
                 }
-                build.expected_ms = session::expected_ms(&self.ledger, &build.name);
+                // Only the live view shows it: a query per build otherwise for nothing.
+                if self.progress.style().live {
+                    build.expected_ms = session::expected_ms(&self.ledger, &build.name);
+                }
             }
             self.progress.tick(&self.state, now);
         }
