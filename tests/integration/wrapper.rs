@@ -155,16 +155,28 @@ fn wrapper_peak_memory_of_a_sandboxed_build_is_recorded_too() {
     check_memory_build(&env, SANDBOX);
 }
 
+/// Builds the failing fixture `attr` with plain `nix build` (its own salt) and through
+/// the wrapper; the wrapper must fail with the same exit code. Returns its output.
+fn fails_like_plain_nix(env: &TestEnv, attr: &str) -> std::process::Output {
+    let plain = env
+        .plain_build(attr, &format!("{}-plain", env.salt), &[])
+        .output()
+        .unwrap();
+    let out = env.wrapper_build(attr, &[]).output().unwrap();
+    assert!(!plain.status.success());
+    assert_eq!(
+        out.status.code(),
+        plain.status.code(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn wrapper_failing_build_exits_like_nix_and_is_recorded_failed_with_its_log_tail() {
     let env = TestEnv::new("wrapper-failing");
-    let plain = env
-        .plain_build("failing", &format!("{}-plain", env.salt), &[])
-        .output()
-        .unwrap();
-    let out = env.wrapper_build("failing", &[]).output().unwrap();
-    assert!(!plain.status.success());
-    assert_eq!(out.status.code(), plain.status.code());
+    let out = fails_like_plain_nix(&env, "failing");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("failed wrapper-failing after"), "{stderr}");
     assert!(
@@ -191,7 +203,7 @@ fn wrapper_failing_build_exits_like_nix_and_is_recorded_failed_with_its_log_tail
         (r["session"].as_str(), r["failed_count"].as_i64()),
         (Some("failed"), Some(1))
     );
-    assert_eq!(r["exit_code"].as_i64(), plain.status.code().map(i64::from));
+    assert_eq!(r["exit_code"].as_i64(), out.status.code().map(i64::from));
 }
 
 /// Whether any process has `needle` in its command line or environment-free argv.
@@ -485,14 +497,7 @@ fn wrapper_records_a_failure_after_nix_went_quiet_with_the_exit_code_of_nix() {
     // The early record (after the import-from-derivation build) has the first build as
     // built; the failure after it is recorded at the end, with Nix's exit code.
     let env = TestEnv::new("wrapper-ifd-failing");
-    let plain = env
-        .plain_build("ifdFailing", &format!("{}-plain", env.salt), &[])
-        .output()
-        .unwrap();
-    let out = env.wrapper_build("ifdFailing", &[]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), plain.status.code(), "{stderr}");
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    fails_like_plain_nix(&env, "ifdFailing");
     let history = env.history();
     assert_eq!(history.len(), 2, "{history:#?}");
     assert_eq!(by_name(&history, "wrapper-ifd-gen")["status"], "built");
