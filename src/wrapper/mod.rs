@@ -240,8 +240,13 @@ impl EarlyWork {
             .into_iter()
             .zip(self.finished.iter().map(|b| b.status))
             .collect();
-        let rebuild_causes =
-            crate::why::summary_after_session(&ledger, self.session_id).map_err(|e| e.to_string());
+        // Caught: a panic here, after the builds were committed, must not make the end
+        // record them a second time (a failed early record means nothing was recorded).
+        let rebuild_causes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::why::summary_after_session(&ledger, self.session_id)
+        }))
+        .map_err(|_| "the rebuild summary panicked".to_string())
+        .and_then(|summary| summary.map_err(|e| e.to_string()));
         Ok(EarlyRecord {
             rows,
             substitutions: self.substitutions.len(),
