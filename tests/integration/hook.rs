@@ -222,12 +222,7 @@ fn an_unwritable_spool_never_fails_the_build_and_doctor_finds_the_lost_builds() 
                                 // Directories where the spool and its error log should be: no file can be opened.
     std::fs::create_dir(env.spool()).unwrap();
     std::fs::create_dir(env.home().join("hook-errors.log")).unwrap();
-    let out = env.graph_build(4, &[]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut env.graph_build(4, &[]));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("nix-ledger-hook: build of"),
@@ -457,12 +452,7 @@ fn a_panic_inside_the_hook_still_exits_0_and_the_build_succeeds() {
         "panicking",
         &format!("NIX_LEDGER_HOOK_PANIC_FOR_TEST=1 exec {}", hook_bin()),
     );
-    let out = env.graph_build_with_hook(2, &script, &[]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut env.graph_build_with_hook(2, &script, &[]));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("NIX_LEDGER_HOOK_PANIC_FOR_TEST is set"),
         "the panic happened and was caught"

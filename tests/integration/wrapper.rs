@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{hook_bin, TestEnv};
+use crate::util::{hook_bin, run_ok, TestEnv};
 
 fn by_name<'a>(history: &'a [Value], name: &str) -> &'a Value {
     history
@@ -98,12 +98,7 @@ fn wrapper_durations_of_sleeping_builds_are_recorded_within_10_percent() {
 /// Builds the fixture that holds 300 MiB for 2 s with `extra` options and checks the
 /// recorded peak RSS (within 20 %), CPU time and summary.
 fn check_memory_build(env: &TestEnv, extra: &[&str]) {
-    let out = env.wrapper_build("memory", extra).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut env.wrapper_build("memory", extra));
     let history = env.history();
     let build = by_name(&history, "wrapper-memory");
     let rss = build["peak_rss_bytes"].as_i64().unwrap_or(0) as f64;
@@ -287,12 +282,7 @@ fn wrapper_and_hook_records_of_the_same_builds_are_one_row_each() {
         .args(["--no-link", "--option", "substituters", ""])
         .args(["--option", "post-build-hook", hook_bin()])
         .env("NIX_LEDGER_HOME", env.home());
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&mut cmd);
     let drvs = env.graph_drvs(6, &[]);
     let history = env.history();
     assert_eq!(history.len(), drvs.len(), "{history:#?}");
@@ -316,43 +306,19 @@ fn wrapper_and_hook_records_of_the_same_builds_are_one_row_each() {
 fn wrapper_records_a_cache_hit_as_substituted_with_its_size() {
     let env = TestEnv::new("wrapper-substitute");
     // Build once without the wrapper, put it in a local binary cache, delete it here.
-    let out = env
-        .plain_build("memory", &env.salt, &["--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&mut env.plain_build("memory", &env.salt, &["--json"]));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     let path = json[0]["outputs"]["out"].as_str().unwrap().to_string();
     let cache = format!("file://{}", env.home().join("cache").display());
-    let copy = Command::new("nix")
-        .args([
-            "--extra-experimental-features",
-            "nix-command",
-            "copy",
-            "--to",
-            &cache,
-            &path,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        copy.status.success(),
-        "{}",
-        String::from_utf8_lossy(&copy.stderr)
-    );
-    let delete = Command::new("nix-store")
-        .args(["--delete", &path])
-        .output()
-        .unwrap();
-    assert!(
-        delete.status.success(),
-        "{}",
-        String::from_utf8_lossy(&delete.stderr)
-    );
+    run_ok(Command::new("nix").args([
+        "--extra-experimental-features",
+        "nix-command",
+        "copy",
+        "--to",
+        &cache,
+        &path,
+    ]));
+    run_ok(Command::new("nix-store").args(["--delete", &path]));
 
     let mut cmd = Command::new(crate::util::ledger_bin());
     cmd.arg("build")
