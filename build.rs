@@ -8,6 +8,11 @@
 //! `-static-libgcc` does for C programs. Panics still unwind (the hook relies on
 //! `catch_unwind`). Where `libgcc_eh.a` cannot be found, or with
 //! `NIX_LEDGER_DYNAMIC_LIBGCC` set, nothing changes.
+//!
+//! It also sets `cfg(root_tests)` when the build runs as root (as CI does), or when
+//! `NIX_LEDGER_ROOT_TESTS=1`: tests that need root (another user's files, build users, a
+//! nix-daemon) run then, and are reported as ignored ("needs root") otherwise, never
+//! passed without testing.
 
 use std::env;
 use std::path::PathBuf;
@@ -15,6 +20,11 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=NIX_LEDGER_ROOT_TESTS");
+    println!("cargo::rustc-check-cfg=cfg(root_tests)");
+    if building_as_root() || env::var_os("NIX_LEDGER_ROOT_TESTS").is_some_and(|v| v == "1") {
+        println!("cargo:rustc-cfg=root_tests");
+    }
     println!("cargo:rerun-if-env-changed=NIX_LEDGER_DYNAMIC_LIBGCC");
     println!("cargo:rerun-if-env-changed=CC");
     let target = env::var("TARGET").unwrap_or_default();
@@ -49,4 +59,12 @@ fn find_libgcc_eh() -> Option<PathBuf> {
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     // Without the file, gcc echoes the bare name back.
     (path.is_absolute() && path.is_file() && !path.to_string_lossy().contains('"')).then_some(path)
+}
+
+/// Whether this build runs as root (`id -u` prints 0).
+fn building_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.status.success() && out.stdout.trim_ascii() == b"0")
 }

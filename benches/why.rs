@@ -16,7 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use nix_ledger::ledger::Ledger;
-use nix_ledger::why::{self, manifest};
+use nix_ledger::store::manifest;
+use nix_ledger::why;
 
 type Res<T> = Result<T, String>;
 
@@ -206,9 +207,7 @@ fn why_closures(tmp: &Path, runs: usize) -> Res<()> {
     // What ingest pays to remember a new 2,001-.drv closure, then an already-known one.
     for what in ["new closure", "known closure"] {
         let t = Instant::now();
-        let tx = ledger.conn_mut().transaction().map_err(|e| e.to_string())?;
-        let done = why::remember(&tx, &old, &[]).map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
+        let done = ledger.remember(&old, &[]).map_err(|e| e.to_string())?;
         println!(
             "remember ({what}): {} .drv stored in {:.1} ms",
             done.derivations,

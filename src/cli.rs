@@ -156,7 +156,7 @@ fn run_system(layout: &Layout, action: switch::Action, a: SystemArgs) -> Result<
 
 /// After a build: why what was built before rebuilt, on one screen. The build itself is
 /// over and recorded, so a failure here is a warning, never the command's outcome.
-fn print_rebuild_causes(causes: &Result<Option<String>, String>) {
+fn print_rebuild_causes(causes: &nix_ledger::Result<Option<String>>) {
     match causes {
         Ok(Some(text)) => eprint!("{text}"),
         Ok(None) => {}
@@ -173,7 +173,7 @@ pub fn run() -> Result<ExitCode> {
             let outcome = nix_ledger::wrapper::run(
                 &layout,
                 &nix_ledger::wrapper::Request {
-                    kind: "build".into(),
+                    kind: nix_ledger::ledger::model::SessionKind::Build,
                     args,
                 },
             )?;
@@ -206,11 +206,17 @@ pub fn run() -> Result<ExitCode> {
         Command::Query { sql, json } => {
             drop(open_and_ingest(&layout)?);
             let ledger = Ledger::open_read_only(&layout.ledger)?;
-            let result = report::query::run(&ledger, &sql)?;
-            if json {
-                print_json(&result.to_objects())?;
+            let format = if json {
+                report::query::Format::Json
             } else {
-                print_text(&result.render())?;
+                report::query::Format::Text
+            };
+            let mut out = std::io::stdout().lock();
+            match report::query::stream(&ledger, &sql, format, &mut out) {
+                // `nix-ledger query … | head` closes the pipe early; that is not an error.
+                Err(nix_ledger::Error::Write { source, .. })
+                    if source.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
             }
         }
         Command::Ingest { json } => {
@@ -245,7 +251,7 @@ pub fn run() -> Result<ExitCode> {
             }
         }
         Command::Rebuilds { since, json } => {
-            let since_ms = why::rebuilds::since_ms(since.as_deref())?;
+            let since_ms = nix_ledger::time::since_ms(since.as_deref())?;
             let ledger = open_and_ingest(&layout)?;
             let listed = why::rebuilds::rebuilds(&ledger, since_ms)?;
             if json {

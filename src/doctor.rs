@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use crate::ledger::{ingest, Ledger};
 use crate::nix::command::{self, config_value};
-use crate::nix::store_db::StoreDb;
 use crate::paths::Layout;
+use crate::store::db::StoreDb;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,10 +213,7 @@ fn dir_writable_or_creatable(dir: &Path) -> bool {
     let mut probe = dir;
     loop {
         if probe.exists() {
-            // SAFETY: access() only reads the path; the CString outlives the call.
-            return std::ffi::CString::new(probe.as_os_str().as_encoded_bytes())
-                .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0)
-                .unwrap_or(false);
+            return crate::sys::can_write(probe);
         }
         match probe.parent() {
             Some(parent) => probe = parent,
@@ -226,13 +223,7 @@ fn dir_writable_or_creatable(dir: &Path) -> bool {
 }
 
 fn check_losses(report: &mut Report, ledger: &Ledger) {
-    let conn = ledger.conn();
-    let skipped: Vec<(String, i64)> = conn
-        .prepare(
-            "SELECT reason, count(*) FROM ingest_problems GROUP BY reason ORDER BY count(*) DESC LIMIT 5",
-        )
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .unwrap_or_default();
+    let skipped = ledger.ingest_problem_reasons(5).unwrap_or_default();
     if skipped.is_empty() {
         report.push("spool lines", Status::Ok, "every spool line was ingested");
     } else {
@@ -247,12 +238,8 @@ fn check_losses(report: &mut Report, ledger: &Ledger) {
         report.push("spool lines", Status::Warn, detail);
     }
 
-    let errors_file_records: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM builds WHERE spool_key LIKE ?1",
-            [format!("%/{}#%", crate::paths::HOOK_ERRORS_FILE)],
-            |r| r.get(0),
-        )
+    let errors_file_records = ledger
+        .builds_from_spool_file(crate::paths::HOOK_ERRORS_FILE)
         .unwrap_or(0);
     if errors_file_records > 0 {
         report.push(
@@ -264,9 +251,7 @@ fn check_losses(report: &mut Report, ledger: &Ledger) {
 
     // Since when the hook should have recorded everything: the ledger's creation, or its
     // first hook record if that is older (a ledger rebuilt from an old spool).
-    let first_record: Option<i64> = conn
-        .query_row("SELECT min(hook_recorded_ms) FROM builds", [], |r| r.get(0))
-        .unwrap_or(None);
+    let first_record = ledger.first_hook_record_ms().unwrap_or(None);
     let created = std::fs::metadata(ledger.path())
         .and_then(|m| m.created())
         .ok()
@@ -276,24 +261,28 @@ fn check_losses(report: &mut Report, ledger: &Ledger) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let (Some(first), Some(store)) = (since, StoreDb::open_default()) else {
+    let (Some(first), Ok(store)) = (since, StoreDb::open_default()) else {
         return;
     };
-    let mut missing: Vec<(i64, String)> = Vec::new();
-    let mut stmt = match conn.prepare_cached("SELECT 1 FROM builds WHERE drv_path = ?1 LIMIT 1") {
-        Ok(s) => s,
-        Err(_) => return,
+    let Ok(built) = store.locally_built_since(first) else {
+        return;
     };
-    let mut seen = std::collections::HashSet::new();
-    for info in store.locally_built_since(first) {
-        let Some(drv) = info.deriver else { continue };
-        if !seen.insert(drv.clone()) {
-            continue;
-        }
-        if !stmt.exists([&drv]).unwrap_or(true) {
-            missing.push((info.registered_ms.unwrap_or(0), drv));
+    let mut registered: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for info in &built {
+        if let Some(drv) = &info.deriver {
+            registered
+                .entry(drv.as_str())
+                .or_insert(info.registered_ms.unwrap_or(0));
         }
     }
+    let drvs: Vec<&str> = registered.keys().copied().collect();
+    let Ok(unrecorded) = ledger.unrecorded(&drvs) else {
+        return;
+    };
+    let mut missing: Vec<(i64, String)> = unrecorded
+        .into_iter()
+        .map(|drv| (registered.get(drv).copied().unwrap_or(0), drv.to_string()))
+        .collect();
     missing.sort_by(|a, b| b.cmp(a));
     report.unrecorded_count = missing.len();
     report.unrecorded_builds = missing.into_iter().take(20).map(|(_, d)| d).collect();

@@ -1,7 +1,36 @@
-//! The library's error type. Messages are lowercase, name the input that was bad, and fit
-//! on one line; [`Error::exit_code`] maps each kind to the process exit status.
+//! The library's error type and the process exit codes. Messages are lowercase, name the
+//! input that was bad, and fit on one line; [`Error::exit_code`] maps each kind to one of
+//! the documented [`exit`] codes.
 
 use std::path::PathBuf;
+
+/// The exit codes of `nix-ledger`, as README.md lists them. `nix-ledger build` and the
+/// system commands exit with Nix's own status instead (130 after Ctrl-C).
+pub mod exit {
+    /// Everything worked.
+    pub const SUCCESS: i32 = 0;
+    /// A failure of I/O, of the ledger's database, or of a Nix command it ran.
+    pub const FAILURE: i32 = 1;
+    /// Bad input: a usage error, a bad path, duration, size, query or target.
+    pub const USAGE: i32 = 2;
+    /// The input was understood, but the ledger has nothing recorded for it.
+    pub const NOT_FOUND: i32 = 3;
+}
+
+/// Longer inputs are cut to this many characters in messages: an error line names its
+/// input, but a 120 KB argument would bury the message.
+const SHOWN_INPUT_CHARS: usize = 120;
+
+/// `input` as an error message shows it: whole when short, else its start and an
+/// ellipsis saying how much was left out.
+pub fn shorten(input: &str) -> String {
+    let count = input.chars().count();
+    if count <= SHOWN_INPUT_CHARS {
+        return input.to_string();
+    }
+    let head: String = input.chars().take(SHOWN_INPUT_CHARS).collect();
+    format!("{head}… ({} more characters)", count - SHOWN_INPUT_CHARS)
+}
 
 /// Everything the library can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +60,11 @@ pub enum Error {
     Sql(String),
     #[error("query refused: {0}")]
     QueryRefused(String),
-    #[error("{path}: not a derivation: {reason}")]
-    Drv { path: PathBuf, reason: String },
+    #[error("{path}: not a derivation: {source}")]
+    Drv {
+        path: PathBuf,
+        source: crate::nix::drv::DrvParseError,
+    },
     #[error("{0}: not a store path")]
     NotStorePath(String),
     #[error("nothing recorded for {0}")]
@@ -46,8 +78,17 @@ pub enum Error {
     Command { program: String, message: String },
     #[error("{target}: {reason}")]
     BadTarget { target: String, reason: String },
-    #[error("{input}: not a duration (try 7d, 24h, 90m or \"2 weeks\")")]
+    #[error("{input}: not a duration (try 7d, 24h, 90m, 1mo or \"2 weeks\")")]
     BadDuration { input: String },
+    #[error("{input}: not a size (try 512M, 2G or 40MiB)")]
+    BadSize { input: String },
+    #[error("store database {path}: {source}")]
+    Store {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{0} panicked (a bug: please report it)")]
+    Panicked(&'static str),
     #[error("cannot set up the wrapper's event loop: {0}")]
     Runtime(std::io::Error),
     #[error("{0}")]
@@ -60,8 +101,7 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// The process exit status for this error: 2 for bad input, 3 for a missing record,
-    /// 1 for everything else (I/O, database, Nix).
+    /// The process exit status for this error (see [`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::QueryRefused(_)
@@ -70,9 +110,10 @@ impl Error {
             | Error::NotStorePath(_)
             | Error::Drv { .. }
             | Error::BadTarget { .. }
-            | Error::BadDuration { .. } => 2,
-            Error::NotFound(_) => 3,
-            _ => 1,
+            | Error::BadDuration { .. }
+            | Error::BadSize { .. } => exit::USAGE,
+            Error::NotFound(_) => exit::NOT_FOUND,
+            _ => exit::FAILURE,
         }
     }
 
@@ -82,5 +123,19 @@ impl Error {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_inputs_are_cut_in_messages() {
+        assert_eq!(shorten("7d"), "7d");
+        let long = "x".repeat(120_000);
+        let shown = shorten(&long);
+        assert!(shown.len() < 200, "{shown}");
+        assert!(shown.ends_with("(119880 more characters)"), "{shown}");
     }
 }

@@ -14,8 +14,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::nix::drv;
-use crate::paths;
+use crate::nix::store_path::is_drv_path;
 use crate::spool::{SpoolRecord, VERSION};
+use crate::time::now_ms;
+use crate::{paths, sys};
 
 /// The outputs section of a .drv comes first; this much covers it for all but the
 /// rarest derivations, which are then read whole.
@@ -41,7 +43,7 @@ impl HookInput {
 /// Records one build. Never fails: when the spool cannot be written, it says so on
 /// stderr and in the error log beside the spool, and returns.
 pub fn run(input: &HookInput) {
-    let is_root = effective_uid() == 0;
+    let is_root = sys::is_root();
     let record = gather(input, now_ms());
     let Some(dir) = paths::hook_spool_dir(is_root) else {
         report_loss(None, &record, "no spool directory: HOME is not set");
@@ -73,7 +75,7 @@ pub fn gather(input: &HookInput, now_ms: i64) -> SpoolRecord {
         .collect();
 
     let mut outputs = Vec::new();
-    if drv.starts_with('/') && drv.ends_with(".drv") {
+    if is_drv_path(&drv) {
         match read_drv_outputs(Path::new(&drv)) {
             Ok(from_drv) => outputs = from_drv,
             Err(reason) => notes.push(reason),
@@ -112,7 +114,7 @@ pub fn gather(input: &HookInput, now_ms: i64) -> SpoolRecord {
         drv,
         outputs,
         out_paths,
-        uid: Some(effective_uid()),
+        uid: Some(sys::effective_uid()),
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
 }
@@ -200,26 +202,13 @@ fn report_loss(dir: Option<&Path>, record: &SpoolRecord, reason: &str) {
     );
 }
 
-fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn now_ms() -> i64 {
-    crate::ledger::now_ms()
-}
-
 /// Makes the process safe to run as a hook: a file-size limit must turn into a failed
 /// write, not a SIGXFSZ that kills the hook (and with it the user's build).
 pub fn harden_process() {
-    // SAFETY: setting a signal to SIG_IGN is async-signal-safe and has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    sys::ignore_write_signals();
 }
 
 /// The spool the hook would write for the current process (for `doctor`).
 pub fn spool_path_for_current_user() -> Option<PathBuf> {
-    paths::hook_spool_dir(effective_uid() == 0).map(|d| d.join(paths::SPOOL_FILE))
+    paths::hook_spool_dir(sys::is_root()).map(|d| d.join(paths::SPOOL_FILE))
 }

@@ -1,18 +1,22 @@
 //! nix-ledger: a ledger of every Nix build.
 //!
 //! The library holds everything; the two binaries (`nix-ledger` from `src/main.rs`,
-//! `nix-ledger-hook` from `hook/main.rs`) are thin entry points. Modules are by feature:
+//! `nix-ledger-hook` from `hook/main.rs`) are thin entry points. Modules are in layers,
+//! each importing only from those below it (docs/architecture.md; a test checks it):
 //!
-//! - [`hook`]: the post-build-hook's hot path (one spool line per build, always exit 0).
-//! - [`spool`]: the append-only line format shared by the hook and ingest.
-//! - [`ledger`]: the SQLite ledger, its migrations, ingest and read-only queries.
-//! - [`nix`]: readers of Nix's own data (.drv files, store paths, the store DB, config).
-//! - [`report`]: listing and showing what the ledger knows (`history`, `show`, `query`).
-//! - [`doctor`]: checks of the installation and of lost records.
-//! - [`paths`]: where the ledger and the spools live.
-//! - [`why`]: why something rebuilt (root causes, source manifests) and wasted rebuilds.
-//! - [`switch`]: `nix-ledger switch|boot|test|build-system`, for NixOS and nix-darwin.
-//! - [`wrapper`]: `nix-ledger build`, the recorded `nix build` with live progress.
+//! 1. Base: [`error`], [`time`], [`size`], [`paths`], [`sys`] (the only `unsafe`), and
+//!    [`spool`] (the line format the hook writes and ingest reads).
+//! 2. [`nix`]: readers of Nix's own data (.drv files, store paths, build logs, Nix's
+//!    configuration, the derivation graph) and the `nix` command-line builder.
+//! 3. [`store`]: the store on this machine: its database and manifests of its paths.
+//! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
+//! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
+//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `query`),
+//!    [`doctor`].
+//!
+//! The command line (`src/cli`) sits on top, in the binary.
+
+#![deny(unsafe_code)]
 
 pub mod doctor;
 pub mod error;
@@ -21,10 +25,13 @@ pub mod ledger;
 pub mod nix;
 pub mod paths;
 pub mod report;
+pub mod size;
 pub mod spool;
+pub mod store;
 pub mod switch;
-pub mod timefmt;
+pub mod sys;
+pub mod time;
 pub mod why;
 pub mod wrapper;
 
-pub use error::{Error, Result};
+pub use error::{exit, Error, Result};

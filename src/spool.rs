@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 /// The spool line format version this build writes and reads.
 pub const VERSION: u32 = 1;
 
+/// Why a spool line could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolLineError {
+    #[error("not a spool record: {0}")]
+    NotARecord(serde_json::Error),
+    #[error("spool line format version {found} is newer than this nix-ledger knows ({VERSION})")]
+    TooNew { found: u32 },
+}
+
 /// One line of the spool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SpoolRecord {
@@ -43,7 +52,7 @@ impl SpoolRecord {
     /// Parses one line (without its newline). A line whose start was damaged (a short
     /// write under a file-size limit leaves a fragment that the next hook's line is
     /// appended to) is recovered from its last complete record.
-    pub fn parse_line(line: &[u8]) -> Result<SpoolRecord, String> {
+    pub fn parse_line(line: &[u8]) -> Result<SpoolRecord, SpoolLineError> {
         match serde_json::from_slice::<SpoolRecord>(line) {
             Ok(record) => check_version(record),
             Err(first_error) => {
@@ -55,19 +64,16 @@ impl SpoolRecord {
                     .and_then(|at| serde_json::from_slice::<SpoolRecord>(&line[at..]).ok());
                 match recovered {
                     Some(record) => check_version(record),
-                    None => Err(format!("not a spool record: {first_error}")),
+                    None => Err(SpoolLineError::NotARecord(first_error)),
                 }
             }
         }
     }
 }
 
-fn check_version(record: SpoolRecord) -> Result<SpoolRecord, String> {
+fn check_version(record: SpoolRecord) -> Result<SpoolRecord, SpoolLineError> {
     if record.v > VERSION {
-        return Err(format!(
-            "spool line format version {} is newer than this nix-ledger knows ({VERSION})",
-            record.v
-        ));
+        return Err(SpoolLineError::TooNew { found: record.v });
     }
     Ok(record)
 }
@@ -126,7 +132,9 @@ mod tests {
         let mut record = sample();
         record.v = VERSION + 1;
         let line = record.to_line();
-        let err = SpoolRecord::parse_line(&line[..line.len() - 1]).unwrap_err();
+        let err = SpoolRecord::parse_line(&line[..line.len() - 1])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("newer"), "{err}");
     }
 }

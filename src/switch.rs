@@ -17,6 +17,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::ledger::model::SessionKind;
 use crate::paths::Layout;
 use crate::wrapper::{self, Outcome, Request};
 use crate::{Error, Result};
@@ -45,6 +46,16 @@ pub enum Action {
 }
 
 impl Action {
+    /// The kind of session the build is recorded as.
+    pub fn session_kind(self) -> SessionKind {
+        match self {
+            Action::Switch => SessionKind::Switch,
+            Action::Boot => SessionKind::Boot,
+            Action::Test => SessionKind::Test,
+            Action::BuildSystem => SessionKind::BuildSystem,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Switch => "switch",
@@ -298,7 +309,7 @@ pub fn run(layout: &Layout, req: &SwitchRequest) -> Result<SwitchOutcome> {
     let build = wrapper::run(
         layout,
         &Request {
-            kind: req.action.as_str().into(),
+            kind: req.action.session_kind(),
             args,
         },
     );
@@ -329,8 +340,7 @@ pub fn run(layout: &Layout, req: &SwitchRequest) -> Result<SwitchOutcome> {
             source,
         })?;
     }
-    // SAFETY: geteuid has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
+    let is_root = crate::sys::is_root();
     let sudo_user = std::env::var("SUDO_USER").ok();
     outcome.commands = activation_commands(&Activation {
         platform,
@@ -372,7 +382,7 @@ fn tempfile_dir() -> Result<PathBuf> {
         let dir = base.join(format!(
             "nix-ledger-switch-{}-{}-{attempt}",
             std::process::id(),
-            crate::ledger::now_ms()
+            crate::time::now_ms()
         ));
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),

@@ -13,9 +13,11 @@ use std::path::Path;
 
 use rusqlite::{params, Transaction};
 
-use super::{now_ms, Ledger};
+use super::model::BuildStatus;
+use super::{snapshots, Ledger};
 use crate::nix::drv;
-use crate::nix::store_db::StoreDb;
+use crate::store::db::StoreDb;
+use crate::time::now_ms;
 use crate::{Error, Result};
 
 /// Builds enriched per transaction: large enough to amortise commits, small enough that
@@ -26,10 +28,11 @@ const BATCH: usize = 500;
 pub fn enrich_pending(ledger: &mut Ledger) -> Result<usize> {
     let path = ledger.path().to_path_buf();
     let err = |e| Error::ledger(&path, e);
-    let store = StoreDb::open_default();
+    // Best effort: without the store database, builds are enriched from their .drv alone.
+    let store = StoreDb::open_default().ok();
     let mut done = 0;
     loop {
-        let tx = ledger.conn_mut().transaction().map_err(err)?;
+        let tx = ledger.conn.transaction().map_err(err)?;
         let pending: Vec<(i64, String, String)> = tx
             .prepare_cached(
                 "SELECT id, drv_path, status FROM builds WHERE enriched_ms IS NULL
@@ -44,7 +47,8 @@ pub fn enrich_pending(ledger: &mut Ledger) -> Result<usize> {
             return Ok(done);
         }
         for (id, drv_path, status) in &pending {
-            enrich_build(&tx, store.as_ref(), *id, drv_path, status == "built").map_err(err)?;
+            let built_here = BuildStatus::parse(status) == Some(BuildStatus::Built);
+            enrich_build(&tx, store.as_ref(), *id, drv_path, built_here).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         done += pending.len();
@@ -56,13 +60,13 @@ pub fn enrich_pending(ledger: &mut Ledger) -> Result<usize> {
 /// rest of their enrichment waits for [`enrich_pending`].
 pub fn outputs_for_verdict(ledger: &Ledger, drv_path: &str) -> Result<()> {
     let err = |e| ledger.err(e);
-    let conn = ledger.conn();
+    let conn = &ledger.conn;
     let pending: Vec<i64> = conn
         .prepare_cached(
-            "SELECT id FROM builds WHERE drv_path = ?1 AND status = 'built' AND enriched_ms IS NULL",
+            "SELECT id FROM builds WHERE drv_path = ?1 AND status = ?2 AND enriched_ms IS NULL",
         )
         .and_then(|mut stmt| {
-            stmt.query_map([drv_path], |r| r.get(0))?
+            stmt.query_map(params![drv_path, BuildStatus::Built.as_str()], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(err)?;
@@ -75,7 +79,7 @@ pub fn outputs_for_verdict(ledger: &Ledger, drv_path: &str) -> Result<()> {
     let tx = conn.unchecked_transaction().map_err(err)?;
     for id in pending {
         let outputs = build_outputs(&tx, id, parsed.as_ref()).map_err(err)?;
-        crate::why::remember_outputs(&tx, &outputs).map_err(err)?;
+        snapshots::remember_outputs(&tx, &outputs).map_err(err)?;
     }
     tx.commit().map_err(err)
 }
@@ -131,7 +135,7 @@ fn enrich_build(
         store_paths(tx, store, drv_path, &outputs)?;
     }
     if built_here {
-        crate::why::remember(tx, drv_path, &outputs)?;
+        snapshots::remember(tx, drv_path, &outputs)?;
     }
     tx.execute(
         "UPDATE builds SET enriched_ms = ?2 WHERE id = ?1",
@@ -148,7 +152,8 @@ fn store_paths(
     outputs: &[(String, String)],
 ) -> rusqlite::Result<()> {
     let paths: Vec<&str> = outputs.iter().map(|(_, p)| p.as_str()).collect();
-    for info in store.path_infos(&paths) {
+    // Best effort: an unreadable store leaves the sizes unknown, not the build unrecorded.
+    for info in store.path_infos(&paths).unwrap_or_default() {
         tx.execute(
             "INSERT INTO store_paths (path, drv_path, nar_size, registered_ms, locally_built, updated_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)

@@ -18,10 +18,13 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::record::{self, BuildRecord, Recorded, Source, Status};
-use super::{now_ms, Ledger};
+use super::model::TimingSource;
+use super::record::{self, BuildRecord, BuildStatus, Recorded, Source};
+use super::Ledger;
 use crate::nix::build_log;
+use crate::nix::store_path::is_drv_path;
 use crate::spool::SpoolRecord;
+use crate::time::now_ms;
 use crate::{paths, Error, Result};
 
 /// Lines are committed in batches of this many, so a huge spool neither holds one
@@ -112,7 +115,7 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
     let spool_key = format!("{spool_path}#{file_id}");
 
     let previous: Option<(String, i64)> = ledger
-        .conn()
+        .conn
         .query_row(
             "SELECT file_id, offset FROM spool_state WHERE spool_path = ?1",
             [&spool_path],
@@ -181,7 +184,7 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
             }
         }
         for batch in lines.chunks(BATCH_LINES) {
-            let tx = ledger.conn_mut().transaction().map_err(db_err)?;
+            let tx = ledger.conn.transaction().map_err(db_err)?;
             let mut skipped = 0u64;
             for &(line_offset, line) in batch {
                 report.lines += 1;
@@ -254,7 +257,7 @@ fn skip_oversized(
 ) -> Result<()> {
     let ledger_file = ledger.path().to_path_buf();
     let db_err = |e| Error::ledger(&ledger_file, e);
-    let tx = ledger.conn_mut().transaction().map_err(db_err)?;
+    let tx = ledger.conn.transaction().map_err(db_err)?;
     let reason = format!(
         "{} bytes without a newline (damage, or a preallocated hole in the spool)",
         end - start
@@ -282,7 +285,7 @@ fn ingest_line(
     line: &[u8],
 ) -> Result<Recorded, LineError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let hook = SpoolRecord::parse_line(line).map_err(LineError::Skip)?;
+    let hook = SpoolRecord::parse_line(line).map_err(|e| LineError::Skip(e.to_string()))?;
     if !is_drv_path(&hook.drv) {
         let why = hook.note.clone().unwrap_or_default();
         return Err(LineError::Skip(format!(
@@ -291,7 +294,7 @@ fn ingest_line(
         )));
     }
 
-    let mut rec = BuildRecord::new(&hook.drv, Source::Hook, Status::Built, hook.t);
+    let mut rec = BuildRecord::new(&hook.drv, Source::Hook, BuildStatus::Built, hook.t);
     rec.hook_recorded_ms = Some(hook.t);
     rec.spool = Some((spool_key.to_string(), offset));
     rec.outputs = hook.outputs.clone();
@@ -307,7 +310,7 @@ fn ingest_line(
     if let Some(timing) = build_log::timing(&hook.drv, hook.t, earlier_finish) {
         rec.started_ms = timing.started_ms;
         rec.finished_ms = timing.finished_ms;
-        rec.timing_source = Some("build-log");
+        rec.timing_source = Some(TimingSource::BuildLog);
     }
 
     let recorded = record::record_build(tx, &rec)?;
@@ -321,10 +324,6 @@ fn ingest_line(
         )?;
     }
     Ok(recorded)
-}
-
-fn is_drv_path(s: &str) -> bool {
-    s.starts_with('/') && s.ends_with(".drv") && !s.contains('\u{FFFD}')
 }
 
 fn note_problem(

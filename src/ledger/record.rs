@@ -6,39 +6,8 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-/// Who recorded a build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Hook,
-    Wrapper,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Hook => "hook",
-            Source::Wrapper => "wrapper",
-        }
-    }
-}
-
-/// How a derivation was realised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Built,
-    Failed,
-    Substituted,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Built => "built",
-            Status::Failed => "failed",
-            Status::Substituted => "substituted",
-        }
-    }
-}
+pub use super::model::{BuildStatus, Source, TimingSource};
+use crate::nix::store_path::path_name;
 
 /// A hook record and a wrapper record of the same .drv are the same build when the hook
 /// ran within this long after the wrapper saw the build stop (hooks queue behind each
@@ -55,12 +24,12 @@ pub struct BuildRecord {
     pub name: Option<String>,
     pub system: Option<String>,
     pub source: Source,
-    pub status: Status,
+    pub status: BuildStatus,
     pub session_id: Option<i64>,
     pub started_ms: Option<i64>,
     pub finished_ms: i64,
-    /// Where the start/finish times came from: `"wrapper"`, `"build-log"`, or `None`.
-    pub timing_source: Option<&'static str>,
+    /// Where the start/finish times came from; `None` when unknown.
+    pub timing_source: Option<TimingSource>,
     pub machine: Option<String>,
     pub peak_rss_bytes: Option<i64>,
     pub cpu_user_ms: Option<i64>,
@@ -77,7 +46,12 @@ pub struct BuildRecord {
 
 impl BuildRecord {
     /// A record with only the essentials set.
-    pub fn new(drv_path: &str, source: Source, status: Status, finished_ms: i64) -> BuildRecord {
+    pub fn new(
+        drv_path: &str,
+        source: Source,
+        status: BuildStatus,
+        finished_ms: i64,
+    ) -> BuildRecord {
         BuildRecord {
             drv_path: drv_path.to_string(),
             name: None,
@@ -123,16 +97,6 @@ impl Recorded {
     }
 }
 
-/// The derivation name in a .drv path: `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`.
-pub fn name_from_drv_path(drv_path: &str) -> String {
-    let base = drv_path.rsplit('/').next().unwrap_or(drv_path);
-    let base = base.strip_suffix(".drv").unwrap_or(base);
-    match base.split_once('-') {
-        Some((hash, name)) if hash.len() == 32 => name.to_string(),
-        _ => base.to_string(),
-    }
-}
-
 /// Records one build, merging it with the other source's record of the same build.
 pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<Recorded> {
     upsert_derivation(tx, rec)?;
@@ -175,7 +139,7 @@ fn upsert_derivation(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
     let name = rec
         .name
         .clone()
-        .unwrap_or_else(|| name_from_drv_path(&rec.drv_path));
+        .unwrap_or_else(|| path_name(&rec.drv_path).to_string());
     tx.prepare_cached(
         "INSERT INTO derivations (drv_path, name, system, first_seen_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (drv_path) DO UPDATE SET
@@ -198,13 +162,20 @@ fn find_wrapper_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Re
     let hook_ms = rec.hook_recorded_ms.unwrap_or(rec.finished_ms);
     tx.prepare_cached(
         "SELECT id FROM builds
-         WHERE drv_path = ?1 AND source = 'wrapper' AND status = 'built'
+         WHERE drv_path = ?1 AND source = ?5 AND status = ?6
            AND hook_recorded_ms IS NULL
            AND finished_ms BETWEEN ?2 - ?3 AND ?2 + ?4
          ORDER BY abs(finished_ms - ?2) LIMIT 1",
     )?
     .query_row(
-        params![rec.drv_path, hook_ms, MERGE_WINDOW_MS, MERGE_EARLY_MS],
+        params![
+            rec.drv_path,
+            hook_ms,
+            MERGE_WINDOW_MS,
+            MERGE_EARLY_MS,
+            Source::Wrapper.as_str(),
+            BuildStatus::Built.as_str()
+        ],
         |row| row.get(0),
     )
     .optional()
@@ -213,12 +184,12 @@ fn find_wrapper_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Re
 /// A hook row of the same .drv, not yet matched to a wrapper session, whose hook ran
 /// shortly after this build stopped.
 fn find_hook_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<Option<i64>> {
-    if rec.status != Status::Built {
+    if rec.status != BuildStatus::Built {
         return Ok(None);
     }
     tx.prepare_cached(
         "SELECT id FROM builds
-         WHERE drv_path = ?1 AND source = 'hook' AND session_id IS NULL
+         WHERE drv_path = ?1 AND source = ?5 AND session_id IS NULL
            AND hook_recorded_ms BETWEEN ?2 - ?4 AND ?2 + ?3
          ORDER BY abs(hook_recorded_ms - ?2) LIMIT 1",
     )?
@@ -227,7 +198,8 @@ fn find_hook_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
             rec.drv_path,
             rec.finished_ms,
             MERGE_WINDOW_MS,
-            MERGE_EARLY_MS
+            MERGE_EARLY_MS,
+            Source::Hook.as_str()
         ],
         |row| row.get(0),
     )
@@ -253,7 +225,7 @@ fn insert(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<i64> {
         rec.started_ms,
         rec.finished_ms,
         rec.duration_ms(),
-        rec.timing_source,
+        rec.timing_source.map(TimingSource::as_str),
         rec.machine,
         rec.peak_rss_bytes,
         rec.cpu_user_ms,
@@ -286,7 +258,7 @@ fn merge_into(tx: &Transaction<'_>, id: i64, rec: &BuildRecord) -> rusqlite::Res
         }
         Source::Wrapper => {
             tx.prepare_cached(
-                "UPDATE builds SET source = 'wrapper', session_id = ?2, status = ?3,
+                "UPDATE builds SET source = ?14, session_id = ?2, status = ?3,
                      started_ms = COALESCE(?4, started_ms), finished_ms = ?5,
                      duration_ms = COALESCE(?6, duration_ms),
                      timing_source = COALESCE(?7, timing_source),
@@ -305,13 +277,14 @@ fn merge_into(tx: &Transaction<'_>, id: i64, rec: &BuildRecord) -> rusqlite::Res
                 rec.started_ms,
                 rec.finished_ms,
                 rec.duration_ms(),
-                rec.timing_source,
+                rec.timing_source.map(TimingSource::as_str),
                 rec.machine,
                 rec.peak_rss_bytes,
                 rec.cpu_user_ms,
                 rec.cpu_system_ms,
                 rec.log_lines,
                 rec.log_tail,
+                Source::Wrapper.as_str(),
             ])?;
         }
     }
@@ -333,16 +306,16 @@ mod tests {
     }
 
     fn hook_record(t: i64) -> BuildRecord {
-        let mut rec = BuildRecord::new(DRV, Source::Hook, Status::Built, t);
+        let mut rec = BuildRecord::new(DRV, Source::Hook, BuildStatus::Built, t);
         rec.hook_recorded_ms = Some(t);
         rec.outputs = vec![("out".into(), OUT.into())];
         rec
     }
 
     fn wrapper_record(start: i64, stop: i64) -> BuildRecord {
-        let mut rec = BuildRecord::new(DRV, Source::Wrapper, Status::Built, stop);
+        let mut rec = BuildRecord::new(DRV, Source::Wrapper, BuildStatus::Built, stop);
         rec.started_ms = Some(start);
-        rec.timing_source = Some("wrapper");
+        rec.timing_source = Some(TimingSource::Wrapper);
         rec.peak_rss_bytes = Some(300 << 20);
         rec
     }
@@ -421,22 +394,12 @@ mod tests {
         let tx = ledger.conn_mut().transaction().unwrap();
         record_build(&tx, &hook_record(10_000)).unwrap();
         let mut failed = wrapper_record(9_000, 10_000);
-        failed.status = Status::Failed;
+        failed.status = BuildStatus::Failed;
         assert!(matches!(
             record_build(&tx, &failed).unwrap(),
             Recorded::Inserted(_)
         ));
         tx.commit().unwrap();
         assert_eq!(count(&ledger), 2);
-    }
-
-    #[test]
-    fn names_come_from_drv_paths() {
-        assert_eq!(name_from_drv_path(DRV), "t-a");
-        assert_eq!(
-            name_from_drv_path("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.1.drv"),
-            "hello-2.12.1"
-        );
-        assert_eq!(name_from_drv_path("garbage"), "garbage");
     }
 }

@@ -24,6 +24,16 @@ impl NixCommand {
         NixCommand::program("nix").args(["--extra-experimental-features", "nix-command"])
     }
 
+    /// `nix` with flakes enabled too, for flake references.
+    pub fn nix_with_flakes() -> NixCommand {
+        NixCommand::nix().with_flakes()
+    }
+
+    /// Enables flakes for this command (after `nix-command`, which `nix()` enables).
+    pub fn with_flakes(self) -> NixCommand {
+        self.args(["--extra-experimental-features", "flakes"])
+    }
+
     /// Any Nix program (`nix-build`, `nix-store`, ...).
     pub fn program(program: impl AsRef<OsStr>) -> NixCommand {
         NixCommand {

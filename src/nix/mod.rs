@@ -1,9 +1,11 @@
-//! Readers of Nix's own data: derivation files, store paths, the store database, build
-//! logs, and the `nix` command line.
+//! Readers of Nix's own data and the `nix` command line: derivation files, store paths
+//! and their names, nixbase32, build logs, Nix's configuration, and the derivation graph.
+//! The lowest layer: it imports nothing else of nix-ledger but errors and time.
 
 pub mod build_log;
 pub mod command;
+pub mod config;
 pub mod drv;
+pub mod graph;
 pub mod nixbase32;
-pub mod store_db;
 pub mod store_path;

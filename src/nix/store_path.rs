@@ -136,6 +136,56 @@ pub fn drv_name(path: &str) -> Result<&str> {
         .ok_or_else(|| Error::NotStorePath(path.to_string()))
 }
 
+/// The name in a store path, without its hash part and without `.drv`:
+/// `/nix/store/<hash>-hello-2.12.drv` → `hello-2.12`. Anything that is not a store path
+/// comes back as its last component.
+pub fn path_name(path: &str) -> &str {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let name = match base.get(HASH_PART_LEN..).and_then(|r| r.strip_prefix('-')) {
+        Some(name) if base.len() > HASH_PART_LEN => name,
+        _ => base,
+    };
+    name.strip_suffix(DRV_EXTENSION).unwrap_or(name)
+}
+
+/// Whether `path` is a derivation's path in some store: an absolute path whose last
+/// component is a valid store path name (hash part, `-`, name) ending in `.drv`. The
+/// store directory is not checked, so that a store elsewhere than /nix/store works too.
+pub fn is_drv_path(path: &str) -> bool {
+    let Some((dir, base)) = path.rsplit_once('/') else {
+        return false;
+    };
+    path.starts_with('/')
+        && StorePath::from_base_name(if dir.is_empty() { "/" } else { dir }, base)
+            .is_some_and(|p| p.is_drv())
+}
+
+/// `s` with the hash part of every `/nix/store/` path blanked (`<hash>`): what is left
+/// of a string once the paths, which change whenever any input changes, say nothing.
+pub fn normalise(s: &str) -> std::borrow::Cow<'_, str> {
+    let prefix = "/nix/store/";
+    if !s.contains(prefix) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(bytes, prefix.as_bytes()) {
+        if at < from {
+            continue;
+        }
+        let hash_start = at + prefix.len();
+        let hash = bytes.get(hash_start..hash_start + HASH_PART_LEN);
+        if hash.is_some_and(|h| h.iter().all(|&c| nixbase32::is_digit(c))) {
+            out.push_str(s.get(from..hash_start).unwrap_or_default());
+            out.push_str("<hash>");
+            from = hash_start + HASH_PART_LEN;
+        }
+    }
+    out.push_str(s.get(from..).unwrap_or_default());
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +258,43 @@ mod tests {
         assert!(StorePath::parse(&long).is_err());
         assert!(StorePath::parse(&long[..long.len() - 1]).is_ok());
         assert!(StorePath::parse("/nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-.x").is_ok());
+    }
+
+    #[test]
+    fn names_and_normalisation() {
+        assert_eq!(
+            path_name("/nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-hello-2.1.drv"),
+            "hello-2.1"
+        );
+        assert_eq!(
+            path_name("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-hello-2.12.1.drv"),
+            "hello-2.12.1"
+        );
+        assert_eq!(path_name("garbage"), "garbage");
+        assert_eq!(
+            normalise("a /nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-x/bin b"),
+            "a /nix/store/<hash>-x/bin b"
+        );
+        assert_eq!(normalise("/nix/store/short"), "/nix/store/short");
+    }
+
+    #[test]
+    fn drv_paths_are_recognised_in_any_store() {
+        assert!(is_drv_path(
+            "/nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-hello-2.1.drv"
+        ));
+        assert!(is_drv_path(
+            "/gnu/store/3i27k1r82vx3adixspdm2b1a754fy9fq-x.drv"
+        ));
+        for bad in [
+            "",
+            "garbage; rm -rf /",
+            "/nix/store/\u{fffd}\u{fffd}.drv",
+            "/nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-hello",
+            "nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-x.drv",
+            "/nix/store/3i27k1r82vx3adixspdm2b1a754fy9fq-.drv",
+        ] {
+            assert!(!is_drv_path(bad), "{bad}");
+        }
     }
 }

@@ -1,17 +1,16 @@
-//! `nix-ledger query`: read-only SQL over the ledger.
-//!
-//! Three locks keep it read-only: the connection is opened read-only, `query_only` is on,
-//! and a statement SQLite does not call read-only is refused before it runs, with an
-//! error that says so instead of SQLite's "attempt to write a readonly database".
+//! `nix-ledger query`: the user's read-only SQL over the ledger, printed as tab-separated
+//! text or JSON while the rows come (the ledger runs it: [`Ledger::query_read_only`]).
 
-use rusqlite::types::ValueRef;
+use std::io::Write;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::ledger::raw::RowSink;
 use crate::ledger::Ledger;
 use crate::{Error, Result};
 
-/// The result of one query.
+/// The whole result of one query, for callers that want it in memory.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryResult {
     pub columns: Vec<String>,
@@ -23,104 +22,132 @@ impl QueryResult {
     pub fn to_objects(&self) -> Vec<Value> {
         self.rows
             .iter()
-            .map(|row| {
-                let object: Map<String, Value> = self
-                    .columns
-                    .iter()
-                    .cloned()
-                    .zip(row.iter().cloned())
-                    .collect();
-                Value::Object(object)
-            })
+            .map(|row| object(&self.columns, row))
             .collect()
     }
 
     /// Tab-separated text with a header line.
     pub fn render(&self) -> String {
-        let mut out = self.columns.join("\t");
-        out.push('\n');
+        let mut out = header_line(&self.columns);
         for row in &self.rows {
-            let cells: Vec<String> = row
-                .iter()
-                .map(|v| match v {
-                    Value::Null => "NULL".to_string(),
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
-            out.push_str(&cells.join("\t"));
-            out.push('\n');
+            out.push_str(&text_line(row));
         }
         out
     }
 }
 
-/// Runs one read-only statement against the ledger.
-pub fn run(ledger: &Ledger, sql: &str) -> Result<QueryResult> {
-    let conn = ledger.conn();
-    conn.pragma_update(None, "query_only", true)
-        .map_err(|e| ledger.err(e))?;
-    let mut stmt = conn
-        .prepare(sql)
-        .map_err(|e| Error::Sql(format!("query {:?}: {}", short(sql), one_line(&e))))?;
-    if !stmt.readonly() {
-        return Err(Error::QueryRefused(format!(
-            "{:?} would change the ledger; query runs read-only statements only (SELECT, WITH, read-only PRAGMA)",
-            short(sql)
-        )));
+fn object(columns: &[String], row: &[Value]) -> Value {
+    let object: Map<String, Value> = columns.iter().cloned().zip(row.iter().cloned()).collect();
+    Value::Object(object)
+}
+
+fn header_line(columns: &[String]) -> String {
+    let mut line = columns.join("\t");
+    line.push('\n');
+    line
+}
+
+fn text_line(row: &[Value]) -> String {
+    let cells: Vec<String> = row
+        .iter()
+        .map(|v| match v {
+            Value::Null => "NULL".to_string(),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    let mut line = cells.join("\t");
+    line.push('\n');
+    line
+}
+
+impl RowSink for QueryResult {
+    fn columns(&mut self, names: &[String]) -> Result<()> {
+        self.columns = names.to_vec();
+        Ok(())
     }
-    let columns: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
-    let width = columns.len();
-    let mut rows_out = Vec::new();
-    let mut rows = stmt
-        .query([])
-        .map_err(|e| Error::Sql(format!("query {:?}: {}", short(sql), one_line(&e))))?;
-    loop {
-        let row = match rows.next() {
-            Ok(Some(row)) => row,
-            Ok(None) => break,
-            Err(e) => {
-                return Err(Error::Sql(format!(
-                    "query {:?}: {}",
-                    short(sql),
-                    one_line(&e)
-                )))
+
+    fn row(&mut self, values: &[Value]) -> Result<()> {
+        self.rows.push(values.to_vec());
+        Ok(())
+    }
+}
+
+/// Runs one read-only statement and keeps its whole result.
+pub fn run(ledger: &Ledger, sql: &str) -> Result<QueryResult> {
+    let mut result = QueryResult {
+        columns: Vec::new(),
+        rows: Vec::new(),
+    };
+    ledger.query_read_only(sql, &mut result)?;
+    Ok(result)
+}
+
+/// How `query` prints its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A header line, then one tab-separated line per row.
+    Text,
+    /// A JSON array of objects keyed by column, one object per line.
+    Json,
+}
+
+/// Writes rows to a stream as they come.
+struct Printer<'o> {
+    format: Format,
+    out: &'o mut dyn Write,
+    columns: Vec<String>,
+    rows: usize,
+}
+
+fn write_error(source: std::io::Error) -> Error {
+    Error::Write {
+        path: "standard output".into(),
+        source,
+    }
+}
+
+impl RowSink for Printer<'_> {
+    fn columns(&mut self, names: &[String]) -> Result<()> {
+        self.columns = names.to_vec();
+        match self.format {
+            Format::Text => self.out.write_all(header_line(names).as_bytes()),
+            Format::Json => self.out.write_all(b"["),
+        }
+        .map_err(write_error)
+    }
+
+    fn row(&mut self, values: &[Value]) -> Result<()> {
+        let written = match self.format {
+            Format::Text => self.out.write_all(text_line(values).as_bytes()),
+            Format::Json => {
+                let separator: &[u8] = if self.rows == 0 { b"\n" } else { b",\n" };
+                self.out.write_all(separator).and_then(|()| {
+                    serde_json::to_writer(&mut *self.out, &object(&self.columns, values))
+                        .map_err(std::io::Error::from)
+                })
             }
         };
-        let mut values = Vec::with_capacity(width);
-        for i in 0..width {
-            let value = match row.get_ref(i) {
-                Ok(ValueRef::Null) | Err(_) => Value::Null,
-                Ok(ValueRef::Integer(n)) => Value::from(n),
-                Ok(ValueRef::Real(f)) => Value::from(f),
-                Ok(ValueRef::Text(t)) => Value::from(String::from_utf8_lossy(t).into_owned()),
-                Ok(ValueRef::Blob(b)) => Value::from(hex(b)),
-            };
-            values.push(value);
-        }
-        rows_out.push(values);
-    }
-    Ok(QueryResult {
-        columns,
-        rows: rows_out,
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn short(sql: &str) -> String {
-    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > 60 {
-        format!("{}…", flat.chars().take(60).collect::<String>())
-    } else {
-        flat
+        self.rows += 1;
+        written.map_err(write_error)
     }
 }
 
-fn one_line(e: &rusqlite::Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().to_string()
+/// Runs one read-only statement and writes each row to `out` as it comes.
+pub fn stream(ledger: &Ledger, sql: &str, format: Format, out: &mut dyn Write) -> Result<()> {
+    let mut printer = Printer {
+        format,
+        out,
+        columns: Vec::new(),
+        rows: 0,
+    };
+    ledger.query_read_only(sql, &mut printer)?;
+    let Printer { out, rows, .. } = printer;
+    if format == Format::Json {
+        out.write_all(if rows == 0 { b"]\n" } else { b"\n]\n" })
+            .map_err(write_error)?;
+    }
+    out.flush().map_err(write_error)
 }
 
 #[cfg(test)]

@@ -4,36 +4,40 @@
 //! cause. The ledger's snapshots of .drv files and manifests of sources let it answer
 //! after Nix has garbage-collected the old build.
 //!
-//! - [`manifest`]: blake3 manifests of store paths, stored once, and their diffs.
-//! - [`snapshot`]: what ingest remembers ([`remember`]) and where .drv files are read from.
-//! - [`diff`]: the graph walk and the root causes.
+//! - [`resolve`]: what the user named, as one .drv.
+//! - [`compare`]: one pair of derivations: what changed in it itself.
+//! - [`walk`]: the two graphs together, and the root causes.
+//! - [`files`]: what changed in a source, file by file.
 //! - [`verdict`]: avoidable and no-op rebuilds, with advice and cost.
+//! - [`summary`]: the summary after a build.
 //! - [`render`]: the text people read (`--json` prints the report itself).
 //! - [`rebuilds`]: the list of avoidable and no-op rebuilds over a period.
 
-pub mod diff;
-pub mod manifest;
+pub mod compare;
+pub mod files;
 pub mod rebuilds;
 pub mod render;
-pub mod snapshot;
+pub mod resolve;
+pub mod summary;
 pub mod verdict;
+pub mod walk;
 
 use std::collections::HashSet;
-use std::path::Path;
 
-use rusqlite::OptionalExtension;
 use serde::Serialize;
 
+use crate::ledger::snapshots::Snapshots;
 use crate::ledger::Ledger;
-use crate::nix::command::NixCommand;
-use crate::nix::store_path::StorePath;
+use crate::nix::graph::{DrvSource, Layered, Loader, StoreFiles};
+use crate::nix::store_path::path_name;
+use crate::store::manifest::{self, Manifest, ManifestKind};
 use crate::{Error, Result};
-use diff::{GraphDiff, Loader, ManifestSource, OwnChanges};
-use manifest::{Manifest, ManifestKind};
-use snapshot::{DrvSource, Layered, Snapshots, StoreFiles};
+use compare::{ManifestSource, OwnChanges};
 use verdict::Verdict;
+use walk::GraphDiff;
 
-pub use snapshot::{remember, remember_outputs};
+pub use resolve::resolve_target;
+pub use summary::{summary_after_build, summary_after_session};
 
 /// One root cause of a rebuild.
 #[derive(Debug, Clone, Serialize)]
@@ -72,9 +76,7 @@ pub struct LedgerManifests<'c> {
 
 impl ManifestSource for LedgerManifests<'_> {
     fn manifest(&self, store_path: &str) -> Result<Option<Manifest>> {
-        if let Some(m) =
-            manifest::load(self.ledger.conn(), store_path).map_err(|e| self.ledger.err(e))?
-        {
+        if let Some(m) = self.ledger.manifest(store_path)? {
             return Ok(Some(m));
         }
         if std::fs::symlink_metadata(store_path).is_err() {
@@ -84,132 +86,15 @@ impl ManifestSource for LedgerManifests<'_> {
     }
 }
 
-/// Resolves what `why` was given to a .drv path. Accepted: a `.drv` store path; an output
-/// store path (its deriver from the ledger, else `nix-store --query --deriver`); a `.nix`
-/// file or a directory with a `default.nix`, instantiated with `nix-instantiate` (`attr`
-/// is its `-A`); or a flake reference (`nix eval --raw REF.drvPath`). The result must be
-/// exactly one derivation.
-pub fn resolve_target(ledger: &Ledger, target: &str, attr: Option<&str>) -> Result<String> {
-    let bad = |reason: &str| Error::BadTarget {
-        target: target.to_string(),
-        reason: reason.to_string(),
-    };
-    if let Ok(path) = StorePath::parse(target) {
-        if path.is_drv() {
-            return Ok(target.to_string());
-        }
-        if let Some(drv) = ledger.deriver_of(target)? {
-            return Ok(drv);
-        }
-        let out = NixCommand::program("nix-store")
-            .args(["--query", "--deriver", target])
-            .output()?;
-        let drv = out.trim();
-        if StorePath::parse(drv).is_ok_and(|p| p.is_drv()) {
-            return Ok(drv.to_string());
-        }
-        return Err(bad(
-            "no known deriver (not recorded, and Nix does not know it)",
-        ));
-    }
-    let as_path = Path::new(target);
-    if as_path.is_file() || as_path.join("default.nix").is_file() {
-        let mut command = NixCommand::program("nix-instantiate").arg(as_path);
-        if let Some(attr) = attr {
-            command = command.args(["-A", attr]);
-        }
-        return one_drv(target, &command.output()?);
-    }
-    if attr.is_some() {
-        return Err(bad("-A needs a .nix file"));
-    }
-    if target.contains('#') || target.contains(':') {
-        let out = NixCommand::program("nix")
-            .args(["--extra-experimental-features", "nix-command flakes"])
-            .args(["eval", "--raw"])
-            .arg(format!("{target}.drvPath"))
-            .output()?;
-        return one_drv(target, &out);
-    }
-    Err(bad(
-        "not a .drv, an output path, a .nix file or a flake reference",
-    ))
-}
-
-fn one_drv(target: &str, output: &str) -> Result<String> {
-    let drvs: Vec<&str> = output.split_whitespace().collect();
-    match drvs.as_slice() {
-        [one] if StorePath::parse(one).is_ok_and(|p| p.is_drv()) => Ok(one.to_string()),
-        _ => Err(Error::BadTarget {
-            target: target.to_string(),
-            reason: format!(
-                "evaluates to {} derivations, not one (choose one with -A)",
-                drvs.len()
-            ),
-        }),
-    }
-}
-
 /// The name `why` matches earlier builds by: the ledger's, else the .drv's `name`.
 fn derivation_name(ledger: &Ledger, loader: &mut Loader<'_>, drv: &str) -> Result<String> {
-    let recorded: Option<String> = ledger
-        .conn()
-        .prepare_cached("SELECT name FROM derivations WHERE drv_path = ?1")
-        .and_then(|mut stmt| stmt.query_row([drv], |r| r.get(0)).optional())
-        .map_err(|e| ledger.err(e))?;
-    if let Some(name) = recorded {
+    if let Some(name) = ledger.derivation_name(drv)? {
         return Ok(name);
     }
     Ok(loader
         .get(drv)?
         .and_then(|d| d.env.get("name").cloned())
-        .unwrap_or_else(|| diff::path_name(drv).to_string()))
-}
-
-/// The latest recorded build of a derivation named `name` other than `drv`, finished
-/// before `before_ms` when given: (its .drv, finished at).
-pub fn previous_build(
-    ledger: &Ledger,
-    name: &str,
-    drv: &str,
-    before_ms: Option<i64>,
-) -> Result<Option<(String, i64)>> {
-    ledger
-        .conn()
-        .prepare_cached(
-            "SELECT b.drv_path, b.finished_ms FROM builds b JOIN derivations d USING (drv_path)
-             WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = 'built'
-               AND b.finished_ms < ?3
-             ORDER BY b.finished_ms DESC LIMIT 1",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                rusqlite::params![name, drv, before_ms.unwrap_or(i64::MAX)],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-        })
-        .map_err(|e| ledger.err(e))
-}
-
-/// Whether a derivation named `name` other than `drv` was built before `before_ms`: what
-/// [`previous_build`] answers, without finding the latest, so it stops at the first one
-/// however often the name was built.
-fn built_before(ledger: &Ledger, name: &str, drv: &str, before_ms: Option<i64>) -> Result<bool> {
-    ledger
-        .conn()
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM builds b JOIN derivations d USING (drv_path)
-             WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = 'built'
-               AND b.finished_ms < ?3)",
-        )
-        .and_then(|mut stmt| {
-            stmt.query_row(
-                rusqlite::params![name, drv, before_ms.unwrap_or(i64::MAX)],
-                |r| r.get(0),
-            )
-        })
-        .map_err(|e| ledger.err(e))
+        .unwrap_or_else(|| path_name(drv).to_string()))
 }
 
 /// Everything one `why` (or a series of them) reads .drv files through.
@@ -222,10 +107,7 @@ impl<'l> Context<'l> {
     pub fn new(ledger: &'l Ledger) -> Context<'l> {
         Context {
             ledger,
-            snapshots: Snapshots {
-                conn: ledger.conn(),
-                ledger_path: ledger.path(),
-            },
+            snapshots: ledger.snapshots(),
         }
     }
 
@@ -247,8 +129,8 @@ pub fn why(ledger: &Ledger, new: &str, against: Option<&str>) -> Result<WhyRepor
     }
     let name = derivation_name(ledger, &mut loader, new)?;
     let (against, against_ms) = match against {
-        Some(old) => (old.to_string(), last_built(ledger, old)?),
-        None => match previous_build(ledger, &name, new, None)? {
+        Some(old) => (old.to_string(), ledger.last_built_ms(old)?),
+        None => match ledger.previous_build(&name, new, None)? {
             Some((old, at)) => (old, Some(at)),
             None => {
                 return Err(Error::NotFound(format!(
@@ -263,14 +145,6 @@ pub fn why(ledger: &Ledger, new: &str, against: Option<&str>) -> Result<WhyRepor
         )));
     }
     report(ledger, &mut loader, new, &against, name, against_ms)
-}
-
-fn last_built(ledger: &Ledger, drv: &str) -> Result<Option<i64>> {
-    ledger
-        .conn()
-        .prepare_cached("SELECT max(finished_ms) FROM builds WHERE drv_path = ?1")
-        .and_then(|mut stmt| stmt.query_row([drv], |r| r.get(0)))
-        .map_err(|e| ledger.err(e))
 }
 
 /// Walks the pair and judges each root cause.
@@ -299,14 +173,14 @@ fn walk(
     against_ms: Option<i64>,
 ) -> Result<WhyReport> {
     let manifests = LedgerManifests { ledger };
-    let graph = diff::diff_graphs(loader, &manifests, new, against)?;
+    let graph = walk::diff_graphs(loader, &manifests, new, against)?;
     let root_causes = roots(&graph);
     Ok(WhyReport {
         target: new.to_string(),
         against: against.to_string(),
         name,
-        against_built_at: against_ms.map(crate::timefmt::rfc3339_ms),
-        changed_derivations: diff::changed_derivations(&graph),
+        against_built_at: against_ms.map(crate::time::rfc3339_ms),
+        changed_derivations: walk::changed_derivations(&graph),
         root_causes,
     })
 }
@@ -352,114 +226,11 @@ fn judge(ledger: &Ledger, cause: &mut RootCause) -> Result<()> {
     }
     let cost: Vec<&str> = cause.cost_drvs.iter().map(String::as_str).collect();
     cause.verdict = verdict::judge(
-        ledger.conn(),
+        ledger,
         &cause.changes,
         &cause.new_drv,
         &cause.old_drv,
         &cost,
-    )
-    .map_err(|e| ledger.err(e))?;
+    )?;
     Ok(())
 }
-
-/// [`summary_after_build`] for the derivations one wrapper session built.
-pub fn summary_after_session(ledger: &Ledger, session_id: i64) -> Result<Option<String>> {
-    let built: Vec<String> = ledger
-        .conn()
-        .prepare("SELECT drv_path FROM builds WHERE session_id = ?1 AND status = 'built'")
-        .and_then(|mut stmt| stmt.query_map([session_id], |row| row.get(0))?.collect())
-        .map_err(|e| ledger.err(e))?;
-    if built.is_empty() {
-        return Ok(None);
-    }
-    summary_after_build(ledger, &built)
-}
-
-/// For the wrapper, after a build: a one-screen summary of why the derivations in
-/// `built_drvs` that were built before (under another .drv) rebuilt. `None` when none was.
-/// Only the topmost rebuilt derivations are walked: the others are inside their graphs.
-pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Option<String>> {
-    let context = Context::new(ledger);
-    let source = context.source();
-    let mut loader = Loader::new(&source);
-    // One read transaction for the walks: hundreds of lookups then share one snapshot
-    // and one set of locks. Judging writes (enrichment, manifests), so it comes after.
-    let reading = ledger
-        .conn()
-        .unchecked_transaction()
-        .map_err(|e| ledger.err(e))?;
-    let mut inputs_of_built: HashSet<String> = HashSet::new();
-    for drv in built_drvs {
-        if let Some(d) = loader.get(drv)? {
-            inputs_of_built.extend(d.input_drvs.keys().cloned());
-        }
-    }
-    let mut reports = Vec::new();
-    let mut rebuilt = 0usize;
-    let mut targets = 0usize;
-    for drv in built_drvs {
-        let name = derivation_name(ledger, &mut loader, drv)?;
-        // Earlier than this build: a later build of the name is no reason for this one.
-        let built_at = last_built(ledger, drv)?;
-        if inputs_of_built.contains(drv.as_str()) || reports.len() == SUMMARY_MAX_TARGETS {
-            // Inside another rebuilt graph (walked from there), or past what is shown:
-            // only counted.
-            if built_before(ledger, &name, drv, built_at)? {
-                rebuilt += 1;
-                targets += usize::from(!inputs_of_built.contains(drv.as_str()));
-            }
-            continue;
-        }
-        let Some((old, at)) = previous_build(ledger, &name, drv, built_at)? else {
-            continue;
-        };
-        rebuilt += 1;
-        // Counted like those past the shown ones, even if its old .drv is gone.
-        targets += 1;
-        if loader.get(&old)?.is_none() {
-            continue;
-        }
-        reports.push(walk(ledger, &mut loader, drv, &old, name, Some(at))?);
-    }
-    drop(reading);
-    if rebuilt == 0 {
-        return Ok(None);
-    }
-    // Judge only what the summary shows: the causes of most rebuilds, each once.
-    let mut shown: Vec<(usize, String)> = reports
-        .iter()
-        .flat_map(|r| &r.root_causes)
-        .map(|c| (c.downstream, c.new_drv.clone()))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    shown.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    shown.truncate(render::SUMMARY_MAX_CAUSES);
-    let mut judged: std::collections::HashMap<String, Verdict> = std::collections::HashMap::new();
-    for report in &mut reports {
-        for cause in &mut report.root_causes {
-            if !shown.iter().any(|(_, drv)| *drv == cause.new_drv) {
-                continue;
-            }
-            match judged.get(&cause.new_drv) {
-                Some(verdict) => cause.verdict = verdict.clone(),
-                None => {
-                    judge(ledger, cause)?;
-                    judged.insert(cause.new_drv.clone(), cause.verdict.clone());
-                }
-            }
-        }
-    }
-    let mut text = render::summary(rebuilt, &reports);
-    if targets > reports.len() {
-        text.push_str(&format!(
-            "  (causes of the first {} of {targets} rebuilt targets; `nix-ledger why` tells any other)\n",
-            reports.len()
-        ));
-    }
-    Ok(Some(text))
-}
-
-/// How many rebuilt targets (rebuilt derivations no other rebuilt one depends on) a
-/// summary walks: one for a system or a package, many for a list of unrelated ones.
-const SUMMARY_MAX_TARGETS: usize = 16;

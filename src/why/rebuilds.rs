@@ -6,12 +6,12 @@
 
 use serde::Serialize;
 
-use super::diff::Loader;
 use super::verdict::{self, VerdictKind};
-use super::{previous_build, report, Context};
-use crate::ledger::{now_ms, Ledger};
-use crate::timefmt::rfc3339_ms;
-use crate::{Error, Result};
+use super::{report, Context};
+use crate::ledger::Ledger;
+use crate::nix::graph::Loader;
+use crate::time::rfc3339_ms;
+use crate::Result;
 
 /// One wasted rebuild.
 #[derive(Debug, Clone, Serialize)]
@@ -40,55 +40,22 @@ pub struct RebuildsReport {
     pub unknown_durations: usize,
 }
 
-/// Parses `7d`, `24h`, `90m`, `2 weeks`… (jiff's friendly spans; a day is 24 hours)
-/// into milliseconds.
-pub fn parse_duration(input: &str) -> Result<i64> {
-    let bad = || Error::BadDuration {
-        input: input.to_string(),
-    };
-    let span: jiff::Span = input.trim().parse().map_err(|_| bad())?;
-    let ms = span
-        .total(jiff::SpanTotal::from(jiff::Unit::Millisecond).days_are_24_hours())
-        .map_err(|_| bad())?;
-    if !ms.is_finite() || ms < 0.0 {
-        return Err(bad());
-    }
-    Ok(ms as i64)
-}
-
 /// The avoidable and no-op rebuilds recorded since `since_ms`, oldest first.
 pub fn rebuilds(ledger: &Ledger, since_ms: i64) -> Result<RebuildsReport> {
-    let candidates: Vec<(i64, String, String, i64, Option<i64>)> = {
-        let mut stmt = ledger
-            .conn()
-            .prepare(
-                "SELECT b.id, b.drv_path, d.name, b.finished_ms, b.duration_ms
-                 FROM builds b JOIN derivations d USING (drv_path)
-                 WHERE b.status = 'built' AND b.finished_ms >= ?1
-                 ORDER BY b.finished_ms, b.id",
-            )
-            .map_err(|e| ledger.err(e))?;
-        let rows = stmt
-            .query_map([since_ms], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })
-            .map_err(|e| ledger.err(e))?;
-        rows.collect::<rusqlite::Result<_>>()
-            .map_err(|e| ledger.err(e))?
-    };
+    let candidates = ledger.builds_since(since_ms)?;
     let context = Context::new(ledger);
     let source = context.source();
     let mut loader = Loader::new(&source);
     let mut entries = Vec::new();
-    for (id, drv, name, finished, duration) in candidates {
-        let Some((old, at)) = previous_build(ledger, &name, &drv, Some(finished))? else {
+    for candidate in candidates {
+        let (id, drv, name) = (candidate.id, candidate.drv_path, candidate.name);
+        let (finished, duration) = (candidate.finished_ms, candidate.duration_ms);
+        let Some((old, at)) = ledger.previous_build(&name, &drv, Some(finished))? else {
             continue;
         };
-        let conn = ledger.conn();
-        let new_outputs = verdict::outputs_of_build(conn, id).map_err(|e| ledger.err(e))?;
-        let old_outputs = verdict::latest_outputs(conn, &old).map_err(|e| ledger.err(e))?;
-        let identical = verdict::outputs_identical(conn, &new_outputs, &old_outputs)
-            .map_err(|e| ledger.err(e))?;
+        let new_outputs = ledger.outputs_of_build(id)?;
+        let old_outputs = ledger.latest_outputs(&old)?;
+        let identical = verdict::outputs_identical(ledger, &new_outputs, &old_outputs)?;
         // Avoidable first, as `why` judges: it comes with advice on what to filter.
         let mut avoidable_files: Option<Vec<String>> = None;
         if loader.get(&drv)?.is_some() && loader.get(&old)?.is_some() {
@@ -140,28 +107,4 @@ pub fn rebuilds(ledger: &Ledger, since_ms: i64) -> Result<RebuildsReport> {
         unknown_durations: entries.iter().filter(|e| e.duration_ms.is_none()).count(),
         entries,
     })
-}
-
-/// `since` as a start time: now minus the duration, or everything when `None`.
-pub fn since_ms(since: Option<&str>) -> Result<i64> {
-    match since {
-        Some(s) => Ok(now_ms() - parse_duration(s)?),
-        None => Ok(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn friendly_durations_parse_and_bad_ones_name_the_input() {
-        assert_eq!(parse_duration("7d").unwrap(), 7 * 86_400_000);
-        assert_eq!(parse_duration("24h").unwrap(), 86_400_000);
-        assert_eq!(parse_duration("90m").unwrap(), 5_400_000);
-        assert_eq!(parse_duration("2 weeks").unwrap(), 14 * 86_400_000);
-        let err = parse_duration("soon").unwrap_err().to_string();
-        assert!(err.starts_with("soon: not a duration"), "{err}");
-        assert!(parse_duration("-3h").is_err());
-    }
 }

@@ -4,12 +4,12 @@
 
 use std::fmt::Write;
 
-use super::diff::{Change, OwnChanges};
-use super::manifest::FileChangeKind;
+use super::compare::{Change, OwnChanges};
+use super::files::FileChangeKind;
 use super::rebuilds::RebuildsReport;
 use super::verdict::VerdictKind;
 use super::{RootCause, WhyReport};
-use crate::timefmt::human_duration_ms;
+use crate::time::human_duration_ms;
 
 /// Values longer than this many characters are cut.
 const MAX_VALUE: usize = 100;

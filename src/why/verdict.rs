@@ -7,11 +7,11 @@
 //! do read (`flake.lock`, `Makefile`, `*.txt`) is never on it, because calling a needed
 //! rebuild avoidable would be worse advice than missing one.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::diff::{OwnChanges, SourceChange};
-use super::manifest;
+use super::compare::{OwnChanges, SourceChange};
+use crate::ledger::Ledger;
+use crate::Result;
 
 /// Directories whose contents no typical build reads: VCS metadata, CI, editors, direnv.
 const IGNORABLE_DIRS: &[&str] = &[
@@ -177,40 +177,13 @@ pub fn filter_advice(files: &[String]) -> String {
     )
 }
 
-/// The outputs of the latest recorded build of `drv_path`: (output name, path).
-pub fn latest_outputs(
-    conn: &Connection,
-    drv_path: &str,
-) -> rusqlite::Result<Vec<(String, String)>> {
-    let build: Option<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM builds WHERE drv_path = ?1 AND status = 'built'
-             ORDER BY finished_ms DESC LIMIT 1",
-        )?
-        .query_row([drv_path], |r| r.get(0))
-        .optional()?;
-    let Some(build) = build else {
-        return Ok(Vec::new());
-    };
-    outputs_of_build(conn, build)
-}
-
-/// The outputs of one build.
-pub fn outputs_of_build(conn: &Connection, build: i64) -> rusqlite::Result<Vec<(String, String)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT output_name, path FROM build_outputs WHERE build_id = ?1 ORDER BY output_name",
-    )?;
-    let rows = stmt.query_map([build], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    rows.collect()
-}
-
 /// Whether two builds' outputs are identical (normalised manifests, output by output);
 /// `None` when a manifest is missing on either side.
 pub fn outputs_identical(
-    conn: &Connection,
+    ledger: &Ledger,
     new: &[(String, String)],
     old: &[(String, String)],
-) -> rusqlite::Result<Option<bool>> {
+) -> Result<Option<bool>> {
     if new.is_empty() || old.is_empty() {
         return Ok(None);
     }
@@ -218,10 +191,7 @@ pub fn outputs_identical(
         return Ok(Some(false));
     }
     for ((_, n), (_, o)) in new.iter().zip(old) {
-        let (Some(n), Some(o)) = (
-            manifest::stored_digest(conn, n)?,
-            manifest::stored_digest(conn, o)?,
-        ) else {
+        let (Some(n), Some(o)) = (ledger.manifest_digest(n)?, ledger.manifest_digest(o)?) else {
             return Ok(None);
         };
         if n != o {
@@ -231,39 +201,20 @@ pub fn outputs_identical(
     Ok(Some(true))
 }
 
-/// The summed duration of the latest recorded build of each of `drvs`, and how many had one.
-pub fn recorded_cost(conn: &Connection, drvs: &[&str]) -> rusqlite::Result<(Option<i64>, usize)> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT duration_ms FROM builds WHERE drv_path = ?1 AND status = 'built'
-           AND duration_ms IS NOT NULL ORDER BY finished_ms DESC LIMIT 1",
-    )?;
-    let (mut total, mut counted) = (0i64, 0usize);
-    for drv in drvs {
-        if let Some(ms) = stmt
-            .query_row(params![drv], |r| r.get::<_, i64>(0))
-            .optional()?
-        {
-            total += ms;
-            counted += 1;
-        }
-    }
-    Ok(((counted > 0).then_some(total), counted))
-}
-
 /// Judges one root cause: avoidable first (it comes with advice), then no-op.
 pub fn judge(
-    conn: &Connection,
+    ledger: &Ledger,
     own: &OwnChanges,
     new_drv: &str,
     old_drv: &str,
     cost_drvs: &[&str],
-) -> rusqlite::Result<Verdict> {
+) -> Result<Verdict> {
     let identical = outputs_identical(
-        conn,
-        &latest_outputs(conn, new_drv)?,
-        &latest_outputs(conn, old_drv)?,
+        ledger,
+        &ledger.latest_outputs(new_drv)?,
+        &ledger.latest_outputs(old_drv)?,
     )?;
-    let (cost_ms, cost_builds) = recorded_cost(conn, cost_drvs)?;
+    let (cost_ms, cost_builds) = ledger.recorded_cost(cost_drvs)?;
     let mut verdict = Verdict {
         kind: VerdictKind::Change,
         files: Vec::new(),
@@ -290,7 +241,7 @@ pub fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::why::manifest::{FileChange, FileChangeKind};
+    use crate::why::files::{FileChange, FileChangeKind};
 
     #[test]
     fn documentation_vcs_and_editor_files_are_ignorable_and_code_is_not() {
@@ -372,7 +323,7 @@ mod tests {
         assert_eq!(avoidable_files(&with_code), None);
 
         let mut with_env = readme_only.clone();
-        with_env.env.push(crate::why::diff::EnvChange {
+        with_env.env.push(crate::why::compare::EnvChange {
             name: "x".into(),
             old: None,
             new: Some("1".into()),

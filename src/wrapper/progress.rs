@@ -10,8 +10,9 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::state::{FinishedBuild, State};
-use crate::ledger::record::Status;
-use crate::timefmt::{human_bytes, human_duration_ms};
+use crate::ledger::model::BuildStatus;
+use crate::size::human_bytes;
+use crate::time::human_duration_ms;
 
 /// The status area is redrawn at most this often.
 pub const REDRAW: Duration = Duration::from_millis(100);
@@ -122,7 +123,7 @@ impl Progress {
             .unwrap_or_default();
         let on = on_machine(build.machine.as_deref());
         match build.status {
-            Status::Failed => {
+            BuildStatus::Failed => {
                 let what = if build.interrupted {
                     "interrupted"
                 } else {
@@ -281,7 +282,7 @@ mod tests {
     use super::*;
     use crate::wrapper::state::Tail;
 
-    fn build(status: Status) -> FinishedBuild {
+    fn build(status: BuildStatus) -> FinishedBuild {
         let mut tail = Tail::default();
         for i in 0..12 {
             tail.push(&format!("line {i}"));
@@ -313,7 +314,7 @@ mod tests {
     #[test]
     fn without_a_terminal_each_finished_build_is_one_plain_line() {
         let mut p = Progress::new(plain());
-        p.finished(&build(Status::Built));
+        p.finished(&build(BuildStatus::Built));
         p.log_line("a", "hidden without -L");
         p.message(4, "too verbose");
         p.message(0, "\x1b[31;1merror:\x1b[0m boom");
@@ -326,7 +327,7 @@ mod tests {
     #[test]
     fn a_failed_build_shows_the_last_lines_of_its_log() {
         let mut p = Progress::new(plain());
-        p.finished(&build(Status::Failed));
+        p.finished(&build(BuildStatus::Failed));
         let text = String::from_utf8(p.buf.clone()).unwrap();
         assert!(text.starts_with("failed a after 1.5s\n"), "{text}");
         assert!(

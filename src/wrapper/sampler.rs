@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::builddir::BuildRoots;
-use crate::ledger::record::name_from_drv_path;
+use crate::nix::store_path::path_name;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ impl Sampler {
             shared.builds.insert(
                 drv_path.to_string(),
                 Tracked {
-                    name: name_from_drv_path(drv_path),
+                    name: path_name(drv_path).to_string(),
                     started_ms,
                     usage: Usage::default(),
                 },
@@ -258,7 +258,7 @@ impl ProcTable {
     #[cfg(target_os = "linux")]
     fn sample(&mut self, builds: &[Watched]) -> Vec<(String, Usage)> {
         // SAFETY: geteuid cannot fail.
-        let me = unsafe { libc::geteuid() };
+        let me = crate::sys::effective_uid();
         let finders: Vec<Finder> = builds
             .iter()
             .map(|b| finder(&self.build_roots, &b.name, b.started_ms, me))
@@ -307,8 +307,8 @@ impl ProcTable {
         // Forget exited pids so a reused pid is looked at afresh.
         self.cwd_of.retain(|pid, _| seen.contains(pid));
 
-        let tick_ms = 1000.0 / clock_ticks_per_second();
-        let page = page_size();
+        let tick_ms = 1000.0 / crate::sys::clock_ticks_per_second();
+        let page = crate::sys::page_size();
         let mut out = Vec::new();
         for (build, finder) in builds.iter().zip(&finders) {
             let mut stack: Vec<i32> = match finder {
@@ -432,26 +432,6 @@ fn is_build_dir(dir: &str, prefix: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 {
-        ticks as f64
-    } else {
-        100.0
-    }
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as u64
-    } else {
-        4096
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,7 +441,7 @@ mod tests {
         Watched {
             drv_path: format!("/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-{name}.drv"),
             name: name.into(),
-            started_ms: crate::ledger::now_ms() - 1_000,
+            started_ms: crate::time::now_ms() - 1_000,
         }
     }
 
@@ -548,16 +528,12 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
+    #[cfg_attr(
+        not(root_tests),
+        ignore = "needs root: it runs a process as another user"
+    )]
     fn a_build_users_processes_are_measured_wherever_they_run() {
         use std::os::unix::process::CommandExt;
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr().lock(),
-                b"\n*** NOT RUN: a_build_users_processes_are_measured_wherever_they_run needs root to run a process as another user\n",
-            );
-            return;
-        }
         // As Nix does: a directory owned by the build user, and the builder running as
         // that user with its working directory elsewhere (`/build` in the sandbox).
         let build_user = 65534; // nobody

@@ -1,55 +1,13 @@
-//! The wrapper's rows in the ledger: the `sessions` row of one run (opened before Nix
-//! starts so that even a crash leaves a trace, closed at the end), its builds through
-//! [`record_build`] (merged with the hook's records), and the expected duration of a
-//! derivation from earlier builds of the same name.
-
-use rusqlite::{params, OptionalExtension, Transaction};
+//! What the wrapper saw, as the ledger's records: each finished build and substitution
+//! of a session becomes a [`BuildRecord`] (merged with the hook's record of the same
+//! build by the ledger), written through the ledger's session methods.
 
 use super::state::FinishedBuild;
-use crate::ledger::record::{record_build, BuildRecord, Source, Status};
+use crate::ledger::model::TimingSource;
+use crate::ledger::record::{BuildRecord, BuildStatus, Source};
+use crate::ledger::sessions::{Restatement, SessionClosing};
 use crate::ledger::Ledger;
 use crate::Result;
-
-/// What is known of the session when it starts.
-#[derive(Debug, Clone)]
-pub struct Opening {
-    pub kind: String,
-    pub command: Vec<String>,
-    pub cwd: Option<String>,
-    pub started_ms: i64,
-    pub hostname: Option<String>,
-}
-
-/// What is known when it ends.
-#[derive(Debug, Clone, Default)]
-pub struct Closing {
-    pub finished_ms: i64,
-    /// `succeeded`, `failed` or `interrupted`.
-    pub status: &'static str,
-    pub exit_code: i32,
-    pub nix_version: Option<String>,
-    pub max_jobs: Option<i64>,
-    pub cores: Option<i64>,
-    pub host_cores: Option<i64>,
-    pub host_memory_bytes: Option<i64>,
-    pub built: i64,
-    pub substituted: i64,
-    pub failed: i64,
-    pub downloaded_bytes: i64,
-}
-
-/// Inserts the session's row, status `running`; returns its id.
-pub fn open(ledger: &Ledger, s: &Opening) -> Result<i64> {
-    let command = serde_json::to_string(&s.command).unwrap_or_else(|_| "[]".into());
-    ledger
-        .conn()
-        .execute(
-            "INSERT INTO sessions (kind, command, cwd, started_ms, hostname) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![s.kind, command, s.cwd, s.started_ms, s.hostname],
-        )
-        .map_err(|e| ledger.err(e))?;
-    Ok(ledger.conn().last_insert_rowid())
-}
 
 /// A substitution whose deriver is known.
 #[derive(Debug, Clone)]
@@ -57,6 +15,45 @@ pub struct SubstitutedDrv {
     pub drv_path: String,
     pub started_ms: i64,
     pub finished_ms: i64,
+}
+
+/// The record of one build the wrapper watched.
+fn build_record(session_id: i64, b: &FinishedBuild) -> BuildRecord {
+    let mut rec = BuildRecord::new(&b.drv_path, Source::Wrapper, b.status, b.finished_ms);
+    rec.session_id = Some(session_id);
+    rec.started_ms = Some(b.started_ms);
+    rec.timing_source = Some(TimingSource::Wrapper);
+    rec.machine = b.machine.clone();
+    rec.log_lines = Some(b.log_lines as i64);
+    rec.log_tail = log_tail(b);
+    if let Some(u) = b.usage {
+        rec.peak_rss_bytes = Some(u.peak_rss_bytes as i64);
+        rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
+        rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
+    }
+    rec
+}
+
+/// The record of one substitution.
+fn substitution_record(session_id: i64, s: &SubstitutedDrv) -> BuildRecord {
+    let mut rec = BuildRecord::new(
+        &s.drv_path,
+        Source::Wrapper,
+        BuildStatus::Substituted,
+        s.finished_ms,
+    );
+    rec.session_id = Some(session_id);
+    rec.started_ms = Some(s.started_ms);
+    rec.timing_source = Some(TimingSource::Wrapper);
+    rec
+}
+
+fn records(id: i64, builds: &[FinishedBuild], substituted: &[SubstitutedDrv]) -> Vec<BuildRecord> {
+    builds
+        .iter()
+        .map(|b| build_record(id, b))
+        .chain(substituted.iter().map(|s| substitution_record(id, s)))
+        .collect()
 }
 
 /// Records builds and substitutions of session `id` in one transaction (each merged with
@@ -67,11 +64,8 @@ pub fn record(
     builds: &[FinishedBuild],
     substituted: &[SubstitutedDrv],
 ) -> Result<Vec<i64>> {
-    let path = ledger.path().to_path_buf();
-    let err = |e| crate::Error::ledger(&path, e);
-    let tx = ledger.conn_mut().transaction().map_err(err)?;
-    let rows = record_rows(&tx, id, builds, substituted).map_err(err)?;
-    tx.commit().map_err(err)?;
+    let mut rows = ledger.record_session_builds(&records(id, builds, substituted))?;
+    rows.truncate(builds.len());
     Ok(rows)
 }
 
@@ -84,83 +78,22 @@ pub fn finish(
     restated: &[(i64, &FinishedBuild)],
     builds: &[FinishedBuild],
     substituted: &[SubstitutedDrv],
-    c: &Closing,
+    closing: &SessionClosing,
 ) -> Result<()> {
-    let path = ledger.path().to_path_buf();
-    let err = |e| crate::Error::ledger(&path, e);
-    let tx = ledger.conn_mut().transaction().map_err(err)?;
-    for (row, b) in restated {
-        tx.prepare_cached("UPDATE builds SET status = ?2, log_tail = ?3 WHERE id = ?1")
-            .and_then(|mut stmt| stmt.execute(params![row, b.status.as_str(), log_tail(b)]))
-            .map_err(err)?;
-    }
-    record_rows(&tx, id, builds, substituted).map_err(err)?;
-    tx.execute(
-        "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
-             max_jobs = ?6, cores = ?7, host_cores = ?8, host_memory_bytes = ?9,
-             built_count = ?10, substituted_count = ?11, failed_count = ?12,
-             downloaded_bytes = ?13
-         WHERE id = ?1",
-        params![
-            id,
-            c.finished_ms,
-            c.status,
-            c.exit_code,
-            c.nix_version,
-            c.max_jobs,
-            c.cores,
-            c.host_cores,
-            c.host_memory_bytes,
-            c.built,
-            c.substituted,
-            c.failed,
-            c.downloaded_bytes
-        ],
-    )
-    .map_err(err)?;
-    tx.commit().map_err(err)
-}
-
-fn record_rows(
-    tx: &Transaction<'_>,
-    id: i64,
-    builds: &[FinishedBuild],
-    substituted: &[SubstitutedDrv],
-) -> rusqlite::Result<Vec<i64>> {
-    let mut rows = Vec::with_capacity(builds.len());
-    for b in builds {
-        let mut rec = BuildRecord::new(&b.drv_path, Source::Wrapper, b.status, b.finished_ms);
-        rec.session_id = Some(id);
-        rec.started_ms = Some(b.started_ms);
-        rec.timing_source = Some("wrapper");
-        rec.machine = b.machine.clone();
-        rec.log_lines = Some(b.log_lines as i64);
-        rec.log_tail = log_tail(b);
-        if let Some(u) = b.usage {
-            rec.peak_rss_bytes = Some(u.peak_rss_bytes as i64);
-            rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
-            rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
-        }
-        rows.push(record_build(tx, &rec)?.build_id());
-    }
-    for s in substituted {
-        let mut rec = BuildRecord::new(
-            &s.drv_path,
-            Source::Wrapper,
-            Status::Substituted,
-            s.finished_ms,
-        );
-        rec.session_id = Some(id);
-        rec.started_ms = Some(s.started_ms);
-        rec.timing_source = Some("wrapper");
-        record_build(tx, &rec)?;
-    }
-    Ok(rows)
+    let restated: Vec<Restatement> = restated
+        .iter()
+        .map(|(row, b)| Restatement {
+            build_id: *row,
+            status: b.status,
+            log_tail: log_tail(b),
+        })
+        .collect();
+    ledger.finish_session(id, &restated, &records(id, builds, substituted), closing)
 }
 
 /// What is kept of a build's log: its tail, for failed builds only.
 fn log_tail(b: &FinishedBuild) -> Option<String> {
-    if b.status != Status::Failed {
+    if b.status != BuildStatus::Failed {
         return None;
     }
     let mut tail = b.tail.joined();
@@ -170,30 +103,14 @@ fn log_tail(b: &FinishedBuild) -> Option<String> {
     Some(tail)
 }
 
-/// The average duration of the last few successful builds of derivations named `name`.
-pub fn expected_ms(ledger: &Ledger, name: &str) -> Option<i64> {
-    let mut stmt = ledger
-        .conn()
-        .prepare_cached(
-            "SELECT CAST(avg(duration_ms) AS INTEGER) FROM (
-                 SELECT b.duration_ms FROM builds b JOIN derivations d USING (drv_path)
-                 WHERE d.name = ?1 AND b.status = 'built' AND b.duration_ms IS NOT NULL
-                 ORDER BY b.finished_ms DESC LIMIT 5)",
-        )
-        .ok()?;
-    stmt.query_row([name], |row| row.get::<_, Option<i64>>(0))
-        .optional()
-        .ok()
-        .flatten()
-        .flatten()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::model::{SessionKind, SessionStatus};
+    use crate::ledger::sessions::SessionOpening;
     use crate::wrapper::state::Tail;
 
-    fn build(drv: &str, start: i64, stop: i64, status: Status) -> FinishedBuild {
+    fn build(drv: &str, start: i64, stop: i64, status: BuildStatus) -> FinishedBuild {
         let mut tail = Tail::default();
         tail.push("oops");
         FinishedBuild {
@@ -215,17 +132,15 @@ mod tests {
     fn ledger_with_session() -> (tempfile::TempDir, Ledger, i64) {
         let dir = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
-        let id = open(
-            &ledger,
-            &Opening {
-                kind: "build".into(),
+        let id = ledger
+            .open_session(&SessionOpening {
+                kind: SessionKind::Build,
                 command: vec!["nix".into(), "build".into()],
                 cwd: None,
                 started_ms: 0,
                 hostname: None,
-            },
-        )
-        .unwrap();
+            })
+            .unwrap();
         (dir, ledger, id)
     }
 
@@ -235,19 +150,17 @@ mod tests {
         let a = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-t-a.drv";
         let b = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-t-a.drv";
         let builds = [
-            build(a, 0, 1_000, Status::Built),
-            build(b, 0, 3_000, Status::Built),
-            build(b, 5_000, 6_000, Status::Failed),
+            build(a, 0, 1_000, BuildStatus::Built),
+            build(b, 0, 3_000, BuildStatus::Built),
+            build(b, 5_000, 6_000, BuildStatus::Failed),
         ];
-        let closing = Closing {
-            finished_ms: 7_000,
-            status: "failed",
-            exit_code: 1,
+        let closing = SessionClosing {
             built: 2,
             failed: 1,
-            ..Closing::default()
+            ..SessionClosing::new(7_000, SessionStatus::Failed, 1)
         };
         finish(&mut ledger, id, &[], &builds, &[], &closing).unwrap();
+        let expected_ms = |ledger: &Ledger, name| ledger.expected_duration_ms(name).unwrap();
         assert_eq!(expected_ms(&ledger, "t-a"), Some(2_000));
         assert_eq!(expected_ms(&ledger, "never-built"), None);
         let (status, tail): (String, String) = ledger
@@ -265,9 +178,9 @@ mod tests {
     fn a_recorded_build_the_stream_later_calls_failed_is_restated_in_place() {
         let (_dir, mut ledger, id) = ledger_with_session();
         let a = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-t-a.drv";
-        let mut b = build(a, 0, 1_000, Status::Built);
+        let mut b = build(a, 0, 1_000, BuildStatus::Built);
         let rows = record(&mut ledger, id, std::slice::from_ref(&b), &[]).unwrap();
-        b.status = Status::Failed;
+        b.status = BuildStatus::Failed;
         let stored = |ledger: &Ledger| -> Vec<(String, Option<String>)> {
             ledger
                 .conn()
@@ -279,13 +192,18 @@ mod tests {
                 .unwrap()
         };
         // One transaction: a session row that cannot be written takes the rest back.
-        let invalid = Closing::default();
-        assert!(finish(&mut ledger, id, &[(rows[0], &b)], &[], &[], &invalid).is_err());
+        let closing = SessionClosing::new(0, SessionStatus::Failed, 1);
+        let missing_session = id + 1;
+        assert!(finish(
+            &mut ledger,
+            missing_session,
+            &[(rows[0], &b)],
+            &[],
+            &[],
+            &closing
+        )
+        .is_err());
         assert_eq!(stored(&ledger), vec![("built".to_string(), None)]);
-        let closing = Closing {
-            status: "failed",
-            ..Closing::default()
-        };
         finish(&mut ledger, id, &[(rows[0], &b)], &[], &[], &closing).unwrap();
         assert_eq!(
             stored(&ledger),

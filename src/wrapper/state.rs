@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::builddir::BuildRoots;
 use super::events::{activity, result, Event, Field};
 use super::sampler::Usage;
-use crate::ledger::record::{name_from_drv_path, Status};
+use crate::ledger::model::BuildStatus;
+use crate::nix::store_path::path_name;
 
 /// How many log lines of each build are kept for a failure report and the ledger.
 pub const TAIL_LINES: usize = 25;
@@ -69,7 +70,7 @@ impl RunningBuild {
     fn finished(
         self,
         now_ms: i64,
-        status: Status,
+        status: BuildStatus,
         pending: bool,
         interrupted: bool,
     ) -> FinishedBuild {
@@ -99,7 +100,7 @@ pub struct FinishedBuild {
     pub finished_ms: i64,
     pub log_lines: u64,
     pub tail: Tail,
-    pub status: Status,
+    pub status: BuildStatus,
     /// Still waiting for a possible failure message (see [`FAILURE_GRACE_MS`]).
     pub pending: bool,
     /// Running when the wrapper was interrupted.
@@ -189,7 +190,7 @@ impl State {
                         self.running.insert(
                             *id,
                             RunningBuild {
-                                name: name_from_drv_path(&drv_path),
+                                name: path_name(&drv_path).to_string(),
                                 drv_path,
                                 machine,
                                 started: now,
@@ -206,7 +207,7 @@ impl State {
                         // The hook runs only after a successful build: that build is done.
                         if let Some(drv) = fields.first().and_then(Field::as_str) {
                             if let Some(id) = self.running_id(drv) {
-                                self.finish(id, now_ms, Status::Built);
+                                self.finish(id, now_ms, BuildStatus::Built);
                                 if let Some(b) = self.finished.last_mut() {
                                     b.pending = false;
                                     self.settled.push(self.finished.len() - 1);
@@ -234,7 +235,7 @@ impl State {
                     });
                 }
                 if self.running.contains_key(id) {
-                    self.finish(*id, now_ms, Status::Built);
+                    self.finish(*id, now_ms, BuildStatus::Built);
                 }
                 None
             }
@@ -339,12 +340,12 @@ impl State {
             .map(|(id, _)| *id)
             .collect();
         for id in running {
-            self.finish(id, now_ms, Status::Built);
+            self.finish(id, now_ms, BuildStatus::Built);
         }
         let mut settled = Vec::new();
         for (i, build) in self.finished.iter_mut().enumerate().rev().take(64) {
-            if build.status == Status::Built && msg.contains(build.drv_path.as_str()) {
-                build.status = Status::Failed;
+            if build.status == BuildStatus::Built && msg.contains(build.drv_path.as_str()) {
+                build.status = BuildStatus::Failed;
                 build.pending = false;
                 settled.push(i);
             }
@@ -360,7 +361,7 @@ impl State {
     }
 
     /// Moves a running build to `finished` (pending its failure grace unless interrupted).
-    fn finish(&mut self, id: u64, now_ms: i64, status: Status) {
+    fn finish(&mut self, id: u64, now_ms: i64, status: BuildStatus) {
         let Some(build) = self.running.remove(&id) else {
             return;
         };
@@ -371,7 +372,11 @@ impl State {
             self.settled.push(index);
         }
         self.stopped.push(index);
-        let status = if interrupted { Status::Failed } else { status };
+        let status = if interrupted {
+            BuildStatus::Failed
+        } else {
+            status
+        };
         self.finished
             .push(build.finished(now_ms, status, !interrupted, interrupted));
     }
@@ -391,7 +396,7 @@ impl State {
                 .collect();
             all.sort();
             for (_, id) in all {
-                self.finish(id, now_ms, Status::Built);
+                self.finish(id, now_ms, BuildStatus::Built);
             }
             return;
         }
@@ -424,7 +429,7 @@ impl State {
             .map(|(_, id)| id)
             .collect();
         for id in ended {
-            self.finish(id, now_ms, Status::Built);
+            self.finish(id, now_ms, BuildStatus::Built);
         }
     }
 
@@ -466,7 +471,7 @@ impl State {
             && self.running.is_empty()
             && !(self.finished.is_empty() && self.substituted.is_empty())
             && self.builds.failed == 0
-            && self.finished.iter().all(|b| b.status == Status::Built)
+            && self.finished.iter().all(|b| b.status == BuildStatus::Built)
     }
 
     /// Builds still running when the stream ended (Nix was killed): recorded as failed.
@@ -475,7 +480,7 @@ impl State {
         for (_, build) in self.running.drain() {
             self.settled.push(self.finished.len());
             self.finished
-                .push(build.finished(now_ms, Status::Failed, false, interrupted));
+                .push(build.finished(now_ms, BuildStatus::Failed, false, interrupted));
         }
     }
 
@@ -557,7 +562,7 @@ mod tests {
         assert!(s.settled.is_empty());
         s.settle(2_900, false);
         assert_eq!(s.settled, vec![0]);
-        assert_eq!(s.finished[0].status, Status::Built);
+        assert_eq!(s.finished[0].status, BuildStatus::Built);
     }
 
     #[test]
@@ -618,7 +623,7 @@ mod tests {
             ),
             120,
         );
-        assert_eq!(s.finished[0].status, Status::Failed);
+        assert_eq!(s.finished[0].status, BuildStatus::Failed);
         assert_eq!(s.settled, vec![0]);
         s.settle(10_000, true);
         assert_eq!(s.settled, vec![0]);

@@ -4,8 +4,9 @@
 use serde::Serialize;
 
 use super::state::State;
-use crate::ledger::record::Status;
-use crate::timefmt::{human_bytes, human_duration_ms};
+use crate::ledger::model::BuildStatus;
+use crate::size::human_bytes;
+use crate::time::human_duration_ms;
 
 /// How many of the slowest builds are named.
 const SLOWEST: usize = 3;
@@ -35,9 +36,9 @@ impl Summary {
         let mut by_time: Vec<(String, i64)> = Vec::new();
         for build in &state.finished {
             match build.status {
-                Status::Built => summary.built += 1,
-                Status::Failed => summary.failed += 1,
-                Status::Substituted => summary.substituted += 1,
+                BuildStatus::Built => summary.built += 1,
+                BuildStatus::Failed => summary.failed += 1,
+                BuildStatus::Substituted => summary.substituted += 1,
             }
             by_time.push((build.name.clone(), build.duration_ms()));
             if let Some(usage) = build.usage {
@@ -94,7 +95,7 @@ mod tests {
     use crate::wrapper::sampler::Usage;
     use crate::wrapper::state::{FinishedBuild, Tail};
 
-    fn build(name: &str, ms: i64, status: Status, rss: Option<u64>) -> FinishedBuild {
+    fn build(name: &str, ms: i64, status: BuildStatus, rss: Option<u64>) -> FinishedBuild {
         FinishedBuild {
             drv_path: format!("/nix/store/x-{name}.drv"),
             name: name.into(),
@@ -117,10 +118,10 @@ mod tests {
     fn the_summary_counts_and_ranks_builds() {
         let mut state = State::new(crate::wrapper::builddir::BuildRoots::default());
         state.finished = vec![
-            build("a", 100, Status::Built, Some(10 << 20)),
-            build("b", 3_000, Status::Built, Some(300 << 20)),
-            build("c", 2_000, Status::Failed, None),
-            build("d", 50, Status::Built, None),
+            build("a", 100, BuildStatus::Built, Some(10 << 20)),
+            build("b", 3_000, BuildStatus::Built, Some(300 << 20)),
+            build("c", 2_000, BuildStatus::Failed, None),
+            build("d", 50, BuildStatus::Built, None),
         ];
         let s = Summary::from_state(&state, 4_200);
         assert_eq!((s.built, s.failed, s.substituted), (3, 1, 0));

@@ -324,6 +324,7 @@ proptest! {
             prop_assert_eq!(from_full, o);
         }
         if let Err(e) = &full {
+            let e = e.to_string();
             prop_assert!(!e.is_empty() && !e.contains('\n'));
         }
     }

@@ -1,23 +1,32 @@
-//! Nix's version and the `max-jobs`/`cores` settings for the session row, cached in the
-//! state directory: asking costs two `nix` processes (~35 ms of CPU) per build, and
-//! both answers change only when the `nix` binary or a nix.conf changes, which is what
-//! the cache is keyed on.
+//! Nix's version and the settings nix-ledger decides by (`max-jobs`, `cores`, the
+//! substituters, `keep-outputs`/`keep-derivations`, `builders`), as Nix itself resolves
+//! them (`nix show-config`: nix.conf, `NIX_CONFIG`, `auto`). Cached in the state
+//! directory: asking costs two `nix` processes (~35 ms of CPU), and the answers change
+//! only when the `nix` binary or a nix.conf changes, which is what the cache is keyed on.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::nix::command;
+use super::command;
 
 /// The cache's file name in the state directory.
 pub const CACHE_FILE: &str = "nix-settings-cache.json";
 
-/// What the session row needs from Nix.
+/// What nix-ledger needs from Nix's configuration. Fields missing from an older cache
+/// file read as unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NixSettings {
     pub nix_version: Option<String>,
     pub max_jobs: Option<i64>,
     pub cores: Option<i64>,
+    /// `substituters`, in Nix's order (`extra-substituters` included).
+    pub substituters: Vec<String>,
+    pub keep_outputs: Option<bool>,
+    pub keep_derivations: Option<bool>,
+    /// The `builders` setting as written (machines inline, or `@FILE`).
+    pub builders: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,9 +111,22 @@ fn ask_nix() -> NixSettings {
         ..NixSettings::default()
     };
     if let Ok(config) = command::show_config() {
-        let int = |name| command::config_value(&config, name).and_then(|v| v.as_i64());
-        s.max_jobs = int("max-jobs");
-        s.cores = int("cores");
+        let value = |name| command::config_value(&config, name);
+        s.max_jobs = value("max-jobs").and_then(|v| v.as_i64());
+        s.cores = value("cores").and_then(|v| v.as_i64());
+        s.substituters = value("substituters")
+            .and_then(|v| v.as_array())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.keep_outputs = value("keep-outputs").and_then(|v| v.as_bool());
+        s.keep_derivations = value("keep-derivations").and_then(|v| v.as_bool());
+        s.builders = value("builders")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
     }
     s
 }
@@ -131,6 +153,7 @@ mod tests {
                 nix_version: Some("9.9.9".into()),
                 max_jobs: Some(7),
                 cores: Some(3),
+                ..NixSettings::default()
             },
         };
         std::fs::write(

@@ -10,6 +10,9 @@
 //! evaluates from Nix expressions is UTF-8 in practice. Such a derivation still parses,
 //! but [`Derivation::to_aterm`] then no longer reproduces the file byte for byte.
 //!
+//! The parser is [`parse`] (its own module); this one holds the types, the writer
+//! ([`Derivation::to_aterm`]) and reading a file.
+//!
 //! Where Nix's own reader is more lenient than its writer (stray commas in lists, bytes
 //! after the final `)`, repeated keys), we reject: Nix never writes those, so they mean a
 //! damaged file, and a record built from a guess would be worse than an error.
@@ -18,6 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use crate::{Error, Result};
+
+mod parse;
+
+pub use parse::{parse, parse_outputs, DrvParseError, Found};
 
 /// One output of a derivation, as written in the .drv.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -150,349 +157,16 @@ fn write_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Parses a whole derivation. The error is one line saying what was expected where.
-pub fn parse(bytes: &[u8]) -> std::result::Result<Derivation, String> {
-    let mut p = Parser::whole(bytes);
-    p.header()?;
-    let mut drv = Derivation::default();
-
-    p.list(|p| {
-        let at = p.pos;
-        let (name, output) = p.output()?;
-        match drv.outputs.insert(name, output) {
-            None => Ok(()),
-            Some(_) => Err(format!("duplicate output name at byte {at}")),
-        }
-    })?;
-    p.byte(b',')?;
-    p.list(|p| {
-        let at = p.pos;
-        p.byte(b'(')?;
-        let drv_path = p.path()?;
-        p.byte(b',')?;
-        let mut outputs = BTreeSet::new();
-        p.list(|p| {
-            outputs.insert(p.string()?);
-            Ok(())
-        })?;
-        p.byte(b')')?;
-        match drv.input_drvs.insert(drv_path, outputs) {
-            None => Ok(()),
-            Some(_) => Err(format!("duplicate input derivation at byte {at}")),
-        }
-    })?;
-    p.byte(b',')?;
-    p.list(|p| {
-        drv.input_srcs.insert(p.path()?);
-        Ok(())
-    })?;
-    p.byte(b',')?;
-    drv.system = p.string()?;
-    p.byte(b',')?;
-    drv.builder = p.string()?;
-    p.byte(b',')?;
-    p.list(|p| {
-        drv.args.push(p.string()?);
-        Ok(())
-    })?;
-    p.byte(b',')?;
-    p.list(|p| {
-        let at = p.pos;
-        p.byte(b'(')?;
-        let name = p.string()?;
-        p.byte(b',')?;
-        let value = p.string()?;
-        p.byte(b')')?;
-        match drv.env.insert(name, value) {
-            None => Ok(()),
-            Some(_) => Err(format!("duplicate environment variable at byte {at}")),
-        }
-    })?;
-    p.byte(b')')?;
-    if p.pos != bytes.len() {
-        return Err(format!(
-            "unexpected data after the derivation at byte {}",
-            p.pos
-        ));
-    }
-    Ok(drv)
-}
-
-/// Parses only the outputs, as (name, path) in file order, and stops right after the
-/// outputs list. The post-build hook calls this once per build, so it skips the hash
-/// fields without copying them and allocates only the returned strings.
-pub fn parse_outputs(bytes: &[u8]) -> std::result::Result<Vec<(String, String)>, String> {
-    let mut p = Parser::partial(bytes);
-    p.header()?;
-    // Nearly every derivation has one to three outputs.
-    let mut outputs = Vec::with_capacity(2);
-    p.list(|p| {
-        p.byte(b'(')?;
-        let name = p.string()?;
-        p.byte(b',')?;
-        let path = p.output_path()?;
-        p.byte(b',')?;
-        p.span()?;
-        p.byte(b',')?;
-        p.span()?;
-        p.byte(b')')?;
-        outputs.push((name, path));
-        Ok(())
-    })?;
-    Ok(outputs)
-}
-
 /// Reads and parses the .drv at `path`.
 pub fn read(path: &Path) -> Result<Derivation> {
     let bytes = std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&bytes).map_err(|reason| Error::Drv {
+    parse(&bytes).map_err(|source| Error::Drv {
         path: path.to_path_buf(),
-        reason,
+        source,
     })
-}
-
-/// A byte for an error message: printable ASCII as itself (so `"` is not shown as `\"`),
-/// anything else escaped so the message stays on one line.
-fn show(byte: u8) -> String {
-    if byte == b' ' || byte.is_ascii_graphic() {
-        char::from(byte).to_string()
-    } else {
-        byte.escape_ascii().to_string()
-    }
-}
-
-/// One piece of an escaped string's content: a run of literal bytes, or an escape's
-/// meaning.
-enum Piece {
-    Run(std::ops::Range<usize>),
-    Byte(u8),
-}
-
-/// Undoes Nix's escapes in `raw` (a string's content without its quotes). Nix's reader
-/// turns `\n \r \t` into control characters and takes any other escaped byte as itself,
-/// so `\"` and `\\` work, and so would `\x`, meaning `x`.
-///
-/// Runs always start and end next to an ASCII byte or at the ends of `raw`, so they are
-/// char boundaries when `raw` is text: a backslash before a non-ASCII byte is dropped
-/// and the byte stays part of the following run.
-fn unescape(raw: &[u8], mut piece: impl FnMut(Piece)) {
-    let mut from = 0;
-    while let Some(i) = memchr::memchr(b'\\', raw.get(from..).unwrap_or_default()) {
-        let at = from + i;
-        piece(Piece::Run(from..at));
-        from = match raw.get(at + 1) {
-            Some(&b) if b.is_ascii() => {
-                piece(Piece::Byte(match b {
-                    b'n' => b'\n',
-                    b'r' => b'\r',
-                    b't' => b'\t',
-                    other => other,
-                }));
-                at + 2
-            }
-            _ => at + 1,
-        };
-    }
-    piece(Piece::Run(from.min(raw.len())..raw.len()));
-}
-
-/// A cursor over the bytes of a .drv. Errors name the byte offset (from 0) at which the
-/// input stopped making sense.
-struct Parser<'a> {
-    bytes: &'a [u8],
-    /// The same bytes as text, when the whole input is valid UTF-8: then strings need no
-    /// validation of their own, one pass over the file did it.
-    text: Option<&'a str>,
-    pos: usize,
-}
-
-type Parsed<T> = std::result::Result<T, String>;
-
-impl<'a> Parser<'a> {
-    /// A parser for all of `bytes`, which it validates as UTF-8 once, up front.
-    fn whole(bytes: &'a [u8]) -> Self {
-        Parser {
-            bytes,
-            text: std::str::from_utf8(bytes).ok(),
-            pos: 0,
-        }
-    }
-
-    /// A parser that may stop early: validating the whole input would cost more than the
-    /// few strings it reads, so each is validated on its own.
-    fn partial(bytes: &'a [u8]) -> Self {
-        Parser {
-            bytes,
-            text: None,
-            pos: 0,
-        }
-    }
-
-    fn header(&mut self) -> Parsed<()> {
-        const HEADER: &[u8] = b"Derive(";
-        if self.bytes.starts_with(HEADER) {
-            self.pos = HEADER.len();
-            return Ok(());
-        }
-        // Newer Nix writes this for dynamic derivations (experimental): a different
-        // grammar for inputs, so better to say so than to misread it.
-        if self.bytes.starts_with(b"DrvWithVersion(") {
-            return Err(
-                "unsupported derivation format DrvWithVersion (dynamic derivations)".into(),
-            );
-        }
-        let len = self
-            .bytes
-            .iter()
-            .zip(HEADER)
-            .take_while(|(a, b)| a == b)
-            .count();
-        self.pos = len;
-        Err(self.expected("'Derive('"))
-    }
-
-    /// Describes a mismatch at the current position.
-    fn expected(&self, what: &str) -> String {
-        match self.bytes.get(self.pos) {
-            None => format!("expected {what} at byte {}, found end of data", self.pos),
-            Some(&b) => format!("expected {what} at byte {}, found '{}'", self.pos, show(b)),
-        }
-    }
-
-    fn byte(&mut self, want: u8) -> Parsed<()> {
-        if self.bytes.get(self.pos) == Some(&want) {
-            self.pos += 1;
-            Ok(())
-        } else {
-            Err(self.expected(&format!("'{}'", show(want))))
-        }
-    }
-
-    /// `[` item (`,` item)* `]`, or `[]`.
-    fn list(&mut self, mut item: impl FnMut(&mut Self) -> Parsed<()>) -> Parsed<()> {
-        self.byte(b'[')?;
-        if self.bytes.get(self.pos) == Some(&b']') {
-            self.pos += 1;
-            return Ok(());
-        }
-        loop {
-            item(self)?;
-            match self.bytes.get(self.pos) {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.expected("',' or ']'")),
-            }
-        }
-    }
-
-    /// Consumes a quoted string and returns the range of its content (between the
-    /// quotes, escapes not yet undone) and whether it has any escapes. Finding the end
-    /// first lets the copy be a single exact-size allocation, and lets the hook's reader
-    /// skip strings it does not need without copying them at all.
-    fn span(&mut self) -> Parsed<(usize, usize, bool)> {
-        self.byte(b'"')?;
-        let start = self.pos;
-        let mut from = start;
-        let mut escaped = false;
-        loop {
-            let rest = self.bytes.get(from..).unwrap_or_default();
-            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
-                break;
-            };
-            let at = from + i;
-            if self.bytes.get(at) == Some(&b'"') {
-                self.pos = at + 1;
-                return Ok((start, at, escaped));
-            }
-            // A backslash escapes the next byte, whatever it is (see `unescape`).
-            escaped = true;
-            from = at + 2;
-        }
-        self.pos = self.bytes.len();
-        Err(format!(
-            "unterminated string starting at byte {}",
-            start.saturating_sub(1)
-        ))
-    }
-
-    fn string(&mut self) -> Parsed<String> {
-        let (start, end, escaped) = self.span()?;
-        let raw = self.bytes.get(start..end).unwrap_or_default();
-        Ok(match self.text {
-            // Every range here is next to an ASCII byte, so `get` on the text cannot
-            // fail; the fallbacks only keep this free of panics.
-            Some(text) if !escaped => text.get(start..end).unwrap_or_default().to_owned(),
-            Some(text) => {
-                let mut out = String::with_capacity(raw.len());
-                unescape(raw, |piece| match piece {
-                    Piece::Run(r) => {
-                        out.push_str(text.get(start + r.start..start + r.end).unwrap_or_default())
-                    }
-                    Piece::Byte(b) => out.push(char::from(b)),
-                });
-                out
-            }
-            None => {
-                let mut out = Vec::with_capacity(raw.len());
-                unescape(raw, |piece| match piece {
-                    Piece::Run(r) => out.extend_from_slice(raw.get(r).unwrap_or_default()),
-                    Piece::Byte(b) => out.push(b),
-                });
-                String::from_utf8(out)
-                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-            }
-        })
-    }
-
-    /// An absolute path (input derivations and sources), as Nix's `parsePath` requires.
-    fn path(&mut self) -> Parsed<String> {
-        let at = self.pos;
-        let s = self.string()?;
-        if s.starts_with('/') {
-            Ok(s)
-        } else {
-            Err(format!("expected an absolute path at byte {at}"))
-        }
-    }
-
-    /// An output's path: absolute, or empty for outputs whose path is only known after
-    /// the build (floating content-addressed, impure, deferred).
-    fn output_path(&mut self) -> Parsed<String> {
-        let at = self.pos;
-        let s = self.string()?;
-        if s.is_empty() || s.starts_with('/') {
-            Ok(s)
-        } else {
-            Err(format!("expected an absolute path or \"\" at byte {at}"))
-        }
-    }
-
-    /// `("name","path","hashAlgo","hash")`
-    fn output(&mut self) -> Parsed<(String, DerivationOutput)> {
-        self.byte(b'(')?;
-        let name = self.string()?;
-        self.byte(b',')?;
-        let path = self.output_path()?;
-        self.byte(b',')?;
-        let hash_algo = self.string()?;
-        self.byte(b',')?;
-        let hash = self.string()?;
-        self.byte(b')')?;
-        Ok((
-            name,
-            DerivationOutput {
-                path,
-                hash_algo,
-                hash,
-            },
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -660,7 +334,7 @@ mod tests {
             ),
         ];
         for (input, want) in cases {
-            let err = parse(input).unwrap_err();
+            let err = parse(input).unwrap_err().to_string();
             assert!(err.starts_with(want), "{err:?} should start with {want:?}");
             assert!(!err.contains('\n'), "one line: {err:?}");
         }

@@ -1,0 +1,361 @@
+//! Manifests of store paths: for every file, directory and symlink under a path, its
+//! relative path, blake3, size, executable bit and symlink target. This module hashes a
+//! tree (walkdir, never following symlinks, files hashed in parallel); the ledger stores
+//! manifests (`ledger::manifests`) and `why` diffs them (`why::files`).
+//!
+//! Output manifests are *normalised*: the derivation's own output hash parts are replaced
+//! by a placeholder in file contents and symlink targets before hashing, because an output
+//! almost always embeds its own store path and two derivations' outputs could otherwise
+//! never compare equal. That is what makes a no-op rebuild detectable.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::{Error, Result};
+
+/// What replaces a normalised hash part: same length, so sizes stay comparable.
+const PLACEHOLDER: &[u8; 32] = b"00000000000000000000000000000000";
+
+/// Files at least this big are hashed with blake3's own multi-threading: one huge file
+/// would otherwise keep a single core busy while the others sit idle.
+const MMAP_RAYON_MIN: u64 = 16 << 20;
+
+/// What an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryType {
+    File,
+    Directory,
+    Symlink,
+}
+
+impl EntryType {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryType::File => "file",
+            EntryType::Directory => "directory",
+            EntryType::Symlink => "symlink",
+        }
+    }
+
+    /// The type a stored name stands for.
+    pub fn parse(s: &str) -> Option<EntryType> {
+        match s {
+            "file" => Some(EntryType::File),
+            "directory" => Some(EntryType::Directory),
+            "symlink" => Some(EntryType::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// One file, directory or symlink of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Relative to the manifest's root, `/`-separated; empty for the root itself.
+    pub rel_path: String,
+    pub kind: EntryType,
+    pub size: u64,
+    pub executable: bool,
+    pub blake3: Option<[u8; 32]>,
+    pub target: Option<String>,
+}
+
+/// Whether a manifest describes a source or a built output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestKind {
+    Source,
+    Output,
+}
+
+impl ManifestKind {
+    /// The name stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManifestKind::Source => "source",
+            ManifestKind::Output => "output",
+        }
+    }
+}
+
+/// The manifest of one store path.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub store_path: String,
+    pub kind: ManifestKind,
+    /// The hash parts replaced before hashing (outputs only).
+    pub normalised: Vec<String>,
+    /// Sorted by `rel_path`.
+    pub entries: Vec<Entry>,
+    pub digest: [u8; 32],
+    pub hash_ms: i64,
+}
+
+impl Manifest {
+    /// Total bytes of the files.
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+}
+
+/// Hashes the tree at `root`. `normalise` lists hash parts (32 characters each) to
+/// replace in contents and symlink targets; empty for sources.
+pub fn hash_tree(root: &Path, normalise: &[String]) -> Result<Vec<Entry>> {
+    let read_err = |path: &Path, source: std::io::Error| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    for item in walkdir::WalkDir::new(root).follow_links(false) {
+        let item = item.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            let source = e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("file system loop"));
+            Error::Read { path, source }
+        })?;
+        let rel_path = item
+            .path()
+            .strip_prefix(root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file_type = item.file_type();
+        let entry = if file_type.is_symlink() {
+            let target = std::fs::read_link(item.path()).map_err(|e| read_err(item.path(), e))?;
+            let target = target.to_string_lossy().into_owned();
+            Entry {
+                rel_path,
+                kind: EntryType::Symlink,
+                size: 0,
+                executable: false,
+                blake3: None,
+                target: Some(normalise_str(&target, normalise)),
+            }
+        } else if file_type.is_dir() {
+            Entry {
+                rel_path,
+                kind: EntryType::Directory,
+                size: 0,
+                executable: false,
+                blake3: None,
+                target: None,
+            }
+        } else {
+            let meta = item.metadata().map_err(|e| {
+                let source = e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("metadata"));
+                read_err(item.path(), source)
+            })?;
+            files.push((entries.len(), item.path().to_path_buf()));
+            Entry {
+                rel_path,
+                kind: EntryType::File,
+                size: meta.len(),
+                executable: meta.permissions().mode() & 0o111 != 0,
+                blake3: None,
+                target: None,
+            }
+        };
+        entries.push(entry);
+    }
+    let hashes: Vec<(usize, Result<[u8; 32]>)> = files
+        .par_iter()
+        .map(|(index, path)| (*index, hash_file(path, normalise)))
+        .collect();
+    for (index, hash) in hashes {
+        if let Some(entry) = entries.get_mut(index) {
+            entry.blake3 = Some(hash?);
+        }
+    }
+    entries.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
+    Ok(entries)
+}
+
+fn hash_file(path: &Path, normalise: &[String]) -> Result<[u8; 32]> {
+    let err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut hasher = blake3::Hasher::new();
+    if normalise.is_empty() {
+        let len = std::fs::symlink_metadata(path).map_err(err)?.len();
+        if len >= MMAP_RAYON_MIN {
+            hasher.update_mmap_rayon(path).map_err(err)?;
+        } else {
+            hasher
+                .update_reader(File::open(path).map_err(err)?)
+                .map_err(err)?;
+        }
+        return Ok(*hasher.finalize().as_bytes());
+    }
+    let finders: Vec<memchr::memmem::Finder<'_>> = normalise
+        .iter()
+        .map(|h| memchr::memmem::Finder::new(h.as_bytes()))
+        .collect();
+    let keep = normalise
+        .iter()
+        .map(String::len)
+        .max()
+        .unwrap_or(1)
+        .saturating_sub(1);
+    let mut file = File::open(path).map_err(err)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut chunk).map_err(err)?;
+        let eof = n == 0;
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        for (finder, pattern) in finders.iter().zip(normalise) {
+            let mut from = 0;
+            while let Some(i) = finder.find(buf.get(from..).unwrap_or_default()) {
+                let at = from + i;
+                if let Some(slot) = buf.get_mut(at..at + pattern.len()) {
+                    slot.copy_from_slice(PLACEHOLDER.get(..pattern.len()).unwrap_or_default());
+                }
+                from = at + pattern.len();
+            }
+        }
+        if eof {
+            hasher.update(&buf);
+            break;
+        }
+        // A pattern cut by the chunk boundary is completed by the next chunk; whatever
+        // starts earlier than the last `keep` bytes was matched whole already.
+        let done = buf.len().saturating_sub(keep);
+        hasher.update(buf.get(..done).unwrap_or_default());
+        buf.drain(..done);
+    }
+    Ok(*hasher.finalize().as_bytes())
+}
+
+fn normalise_str(s: &str, normalise: &[String]) -> String {
+    let mut out = s.to_string();
+    for h in normalise {
+        if !h.is_empty() {
+            out = out.replace(
+                h.as_str(),
+                &String::from_utf8_lossy(PLACEHOLDER)[..h.len().min(32)],
+            );
+        }
+    }
+    out
+}
+
+/// blake3 over the sorted entries: equal digests mean equal manifests.
+pub fn digest(entries: &[Entry]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    for e in entries {
+        hasher.update(e.rel_path.as_bytes());
+        hasher.update(&[0, e.kind as u8, u8::from(e.executable)]);
+        hasher.update(&e.size.to_le_bytes());
+        hasher.update(
+            e.blake3
+                .as_ref()
+                .map(|h| h.as_slice())
+                .unwrap_or(&[0u8; 32]),
+        );
+        if let Some(t) = &e.target {
+            hasher.update(t.as_bytes());
+        }
+        hasher.update(&[0]);
+    }
+    *hasher.finalize().as_bytes()
+}
+
+/// Hashes the store path `path` into a manifest (not stored).
+pub fn compute(path: &str, kind: ManifestKind, normalise: Vec<String>) -> Result<Manifest> {
+    let started = Instant::now();
+    let entries = hash_tree(Path::new(path), &normalise)?;
+    Ok(Manifest {
+        store_path: path.to_string(),
+        kind,
+        normalised: normalise,
+        digest: digest(&entries),
+        entries,
+        hash_ms: started.elapsed().as_millis() as i64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn write(dir: &Path, rel: &str, body: &[u8]) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    }
+
+    #[test]
+    fn a_tree_is_listed_with_hashes_modes_and_unfollowed_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.txt", b"hello");
+        write(dir.path(), "sub/run.sh", b"#!/bin/sh\n");
+        std::fs::set_permissions(
+            dir.path().join("sub/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        // A symlink to a directory outside must not be followed.
+        symlink("/usr", dir.path().join("link")).unwrap();
+        let entries = hash_tree(dir.path(), &[]).unwrap();
+        let names: Vec<&str> = entries.iter().map(|e| e.rel_path.as_str()).collect();
+        assert_eq!(names, ["", "a.txt", "link", "sub", "sub/run.sh"]);
+        assert_eq!(entries[1].blake3, Some(*blake3::hash(b"hello").as_bytes()));
+        assert_eq!(entries[1].size, 5);
+        assert!(!entries[1].executable);
+        assert_eq!(entries[2].kind, EntryType::Symlink);
+        assert_eq!(entries[2].target.as_deref(), Some("/usr"));
+        assert!(entries[4].executable);
+    }
+
+    #[test]
+    fn a_single_file_root_has_an_empty_relative_path() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "f", b"x");
+        let entries = hash_tree(&dir.path().join("f"), &[]).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].rel_path, "");
+        assert_eq!(entries[0].kind, EntryType::File);
+    }
+
+    #[test]
+    fn a_missing_root_is_an_error_naming_it() {
+        let err = hash_tree(Path::new("/nonexistent/nix-ledger-x"), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/nix-ledger-x"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn self_references_are_normalised_also_across_read_chunks() {
+        let h1 = "a".repeat(32);
+        let h2 = "b".repeat(32);
+        let dir = tempfile::tempdir().unwrap();
+        // Put one reference right across the 1 MiB read boundary.
+        let mut one = vec![b'.'; (1 << 20) - 10];
+        one.extend_from_slice(format!("/nix/store/{h1}-x").as_bytes());
+        let two = String::from_utf8(one.clone()).unwrap().replace(&h1, &h2);
+        write(dir.path(), "one", &one);
+        write(dir.path(), "two", two.as_bytes());
+        let a = hash_file(&dir.path().join("one"), std::slice::from_ref(&h1)).unwrap();
+        let b = hash_file(&dir.path().join("two"), std::slice::from_ref(&h2)).unwrap();
+        assert_eq!(a, b);
+        let raw = hash_file(&dir.path().join("one"), &[]).unwrap();
+        assert_ne!(a, raw);
+        // Normalising with a hash that does not occur changes nothing.
+        let other = hash_file(&dir.path().join("one"), std::slice::from_ref(&h2)).unwrap();
+        assert_eq!(other, raw);
+    }
+}
