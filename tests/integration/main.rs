@@ -4,6 +4,7 @@
 
 mod drv_corpus;
 mod hook;
+mod layers;
 mod multi_user;
 mod nix_module;
 mod switch;

@@ -257,11 +257,3 @@ pub fn entry_outputs(entry: &Value) -> Vec<(String, String)> {
     list.sort();
     list
 }
-
-/// Says loudly, past libtest's output capture, that a test did not run its check.
-/// (`eprintln!` in a passing test is captured and never shown; a direct write to the
-/// stderr handle is not.)
-pub fn say_not_run(message: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr().lock(), "\n*** NOT RUN: {message}\n");
-}
