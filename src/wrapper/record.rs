@@ -3,10 +3,11 @@
 //! quiet, while it tears down), and the end: the builds not recorded yet, the outcome of
 //! those the log restated, and the session's row, in one transaction.
 
+use super::progress::Progress;
 use super::session::{self, SubstitutedDrv};
+use super::state::State;
 use super::state::{self, Substitution};
 use super::summary::Summary;
-use super::supervisor::Supervisor;
 use super::{ArgsInfo, Outcome};
 use crate::ledger::model::{BuildStatus, SessionStatus};
 use crate::ledger::sessions::SessionClosing;
@@ -131,9 +132,26 @@ pub(super) struct Ending<'a> {
     pub environment: std::thread::JoinHandle<Environment>,
 }
 
+/// What the supervisor hands over when Nix has exited.
+pub(super) struct Watched {
+    pub state: State,
+    pub progress: Progress,
+    pub ledger: Ledger,
+    pub early: Early,
+    /// The first signal forwarded to Nix, if any.
+    pub interrupted_by: Option<i32>,
+}
+
 /// Records what the early record did not, closes the session and tells why things
 /// rebuilt.
-pub(super) fn record_end(mut sup: Supervisor, end: Ending<'_>) -> Result<Outcome> {
+pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Result<Outcome> {
+    let Watched {
+        state,
+        mut progress,
+        mut ledger,
+        early,
+        interrupted_by,
+    } = watched;
     let Ending {
         layout,
         info,
@@ -143,7 +161,7 @@ pub(super) fn record_end(mut sup: Supervisor, end: Ending<'_>) -> Result<Outcome
         wall_ms,
         environment,
     } = end;
-    let early = match std::mem::replace(&mut sup.early, Early::NotYet) {
+    let early = match early {
         Early::Running(handle) => handle.join().ok().and_then(Result::ok),
         Early::NotYet => None,
     };
@@ -152,20 +170,14 @@ pub(super) fn record_end(mut sup: Supervisor, end: Ending<'_>) -> Result<Outcome
         Some(r) => (r.rows, r.substitutions, r.nar_bytes, Some(r.rebuild_causes)),
         None => (Vec::new(), 0, 0, None),
     };
-    let mut summary = Summary::from_state(&sup.state, wall_ms);
+    let mut summary = Summary::from_state(&state, wall_ms);
     let (substituted, nar_bytes) =
-        substituted_derivations(&sup.state.substituted[substitutions_recorded..]);
+        substituted_derivations(&state.substituted[substitutions_recorded..]);
     if summary.downloaded_bytes == 0 {
         // Nix reports no byte progress for small paths or local caches.
         summary.downloaded_bytes = early_nar_bytes + nar_bytes;
     }
     let environment = environment.join().unwrap_or_default();
-    let Supervisor {
-        state,
-        mut progress,
-        mut ledger,
-        ..
-    } = sup;
 
     // The hook's records of this session's builds are in its spool now: ingesting them
     // first lets each wrapper record merge into its hook twin.
@@ -186,7 +198,7 @@ pub(super) fn record_end(mut sup: Supervisor, end: Ending<'_>) -> Result<Outcome
     let changed = !restated.is_empty() || !new_builds.is_empty() || !substituted.is_empty();
     let closing = SessionClosing {
         finished_ms,
-        status: match (sup.interrupted_by, exit_code) {
+        status: match (interrupted_by, exit_code) {
             (Some(_), _) => SessionStatus::Interrupted,
             (None, 0) => SessionStatus::Succeeded,
             _ => SessionStatus::Failed,
@@ -217,7 +229,7 @@ pub(super) fn record_end(mut sup: Supervisor, end: Ending<'_>) -> Result<Outcome
     };
     Ok(Outcome {
         exit_code,
-        interrupted: sup.interrupted_by.is_some(),
+        interrupted: interrupted_by.is_some(),
         session_id,
         summary,
         rebuild_causes,

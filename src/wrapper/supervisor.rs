@@ -30,19 +30,19 @@ use crate::{sys, Error, Result};
 const ESCALATE_AFTER: Duration = Duration::from_secs(5);
 
 /// The supervisor's mutable parts.
-pub(super) struct Supervisor {
-    pub(super) state: State,
-    pub(super) progress: Progress,
-    pub(super) sampler: Sampler,
-    pub(super) ledger: Ledger,
-    pub(super) session_id: i64,
-    pub(super) spools: Vec<std::path::PathBuf>,
-    pub(super) early: Early,
-    pub(super) pgid: i32,
+struct Supervisor {
+    state: State,
+    progress: Progress,
+    sampler: Sampler,
+    ledger: Ledger,
+    session_id: i64,
+    spools: Vec<std::path::PathBuf>,
+    early: Early,
+    pgid: i32,
     /// The first signal forwarded, and how far the escalation has gone.
-    pub(super) interrupted_by: Option<i32>,
-    pub(super) escalation: u8,
-    pub(super) escalate_at: Option<tokio::time::Instant>,
+    interrupted_by: Option<i32>,
+    escalation: u8,
+    escalate_at: Option<tokio::time::Instant>,
 }
 
 impl Supervisor {
@@ -122,7 +122,7 @@ impl Supervisor {
         self.show_settled();
     }
 
-    pub(super) fn show_settled(&mut self) {
+    fn show_settled(&mut self) {
         for index in std::mem::take(&mut self.state.settled) {
             if let Some(build) = self.state.finished.get(index) {
                 self.progress.finished(build);
@@ -320,8 +320,22 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
         Some(signal) => 128 + signal,
         None => nix_code,
     };
+    let Supervisor {
+        state,
+        progress,
+        ledger,
+        early,
+        interrupted_by,
+        ..
+    } = sup;
     record::record_end(
-        sup,
+        record::Watched {
+            state,
+            progress,
+            ledger,
+            early,
+            interrupted_by,
+        },
         record::Ending {
             layout,
             info: &info,
