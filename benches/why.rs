@@ -113,7 +113,9 @@ fn manifest_vs_nix_hash(tmp: &Path, runs: usize) -> Res<()> {
     );
     let ours = || -> Res<f64> {
         let t = Instant::now();
-        let entries = manifest::hash_tree(&root, &[]).map_err(|e| e.to_string())?;
+        let entries = manifest::hash_tree(&root, &[], &manifest::Limits::DEFAULT)
+            .map_err(|e| e.to_string())?
+            .entries;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         if entries.len() < files {
             return Err("manifest lost files".into());

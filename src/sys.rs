@@ -75,6 +75,14 @@ pub fn page_size() -> u64 {
     }
 }
 
+/// Maps a regular file that is open for reading into memory, read-only.
+pub fn map_read_only(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the mapping is read-only and the caller maps store paths, which nothing
+    // modifies or truncates once they are valid (a truncation by root would turn a read
+    // into SIGBUS, not into wrong data).
+    unsafe { memmap2::Mmap::map(file) }
+}
+
 /// Whether this process may write `path` (access(2) with W_OK: the real uid's rights,
 /// which is what a user running `nix-ledger` has).
 pub fn can_write(path: &Path) -> bool {

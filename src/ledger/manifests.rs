@@ -12,10 +12,13 @@ pub fn is_known(conn: &Connection, path: &str) -> rusqlite::Result<bool> {
         .exists([path])
 }
 
-/// The stored digest of `path`'s manifest.
+/// The stored digest of `path`'s manifest; `None` also when the manifest is incomplete
+/// (its digest then says nothing of equality).
 pub fn stored_digest(conn: &Connection, path: &str) -> rusqlite::Result<Option<[u8; 32]>> {
     let blob: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT digest FROM manifests WHERE store_path = ?1")?
+        .prepare_cached(
+            "SELECT digest FROM manifests WHERE store_path = ?1 AND incomplete IS NULL",
+        )?
         .query_row([path], |row| row.get(0))
         .optional()?;
     Ok(blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()))
@@ -25,7 +28,7 @@ pub fn stored_digest(conn: &Connection, path: &str) -> rusqlite::Result<Option<[
 pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<()> {
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO manifests (store_path, kind, normalised, entries, total_bytes,
-             digest, hash_ms, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             digest, hash_ms, stored_ms, incomplete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             m.store_path,
             m.kind.as_str(),
@@ -34,7 +37,8 @@ pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<()> {
             m.total_bytes() as i64,
             m.digest.as_slice(),
             m.hash_ms,
-            now_ms()
+            now_ms(),
+            m.incomplete,
         ],
     )?;
     if inserted == 0 {
@@ -61,13 +65,16 @@ pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<()> {
 
 /// Loads the stored manifest of `path`, if any.
 pub fn load(conn: &Connection, path: &str) -> rusqlite::Result<Option<Manifest>> {
-    let head: Option<(String, Option<String>, Vec<u8>, i64)> = conn
+    type Head = (String, Option<String>, Vec<u8>, i64, Option<String>);
+    let head: Option<Head> = conn
         .prepare_cached(
-            "SELECT kind, normalised, digest, hash_ms FROM manifests WHERE store_path = ?1",
+            "SELECT kind, normalised, digest, hash_ms, incomplete FROM manifests WHERE store_path = ?1",
         )?
-        .query_row([path], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([path], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .optional()?;
-    let Some((kind, normalised, digest_blob, hash_ms)) = head else {
+    let Some((kind, normalised, digest_blob, hash_ms, incomplete)) = head else {
         return Ok(None);
     };
     let mut stmt = conn.prepare_cached(
@@ -79,7 +86,7 @@ pub fn load(conn: &Connection, path: &str) -> rusqlite::Result<Option<Manifest>>
         let hash: Option<Vec<u8>> = r.get(4)?;
         Ok(Entry {
             rel_path: r.get(0)?,
-            kind: EntryType::parse(&kind).unwrap_or(EntryType::File),
+            kind: EntryType::parse(&kind).unwrap_or(EntryType::Other),
             size: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
             executable: r.get::<_, Option<bool>>(3)?.unwrap_or(false),
             blake3: hash.and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok()),
@@ -102,6 +109,7 @@ pub fn load(conn: &Connection, path: &str) -> rusqlite::Result<Option<Manifest>>
         entries,
         digest: <[u8; 32]>::try_from(digest_blob.as_slice()).unwrap_or([0; 32]),
         hash_ms,
+        incomplete,
     }))
 }
 

@@ -198,7 +198,15 @@ fn source_change(
     let old = manifests.manifest(old_path)?;
     let new = manifests.manifest(new_path)?;
     let (files, note) = match (old, new) {
-        (Some(o), Some(n)) => (Some(files::diff(&o.entries, &n.entries)), None),
+        (Some(o), Some(n)) => match o.incomplete.as_ref().or(n.incomplete.as_ref()) {
+            Some(why) => (
+                None,
+                Some(format!(
+                    "a manifest is incomplete ({why}): files not compared"
+                )),
+            ),
+            None => (Some(files::diff(&o.entries, &n.entries)), None),
+        },
         (o, _) => {
             let missing = if o.is_none() { old_path } else { new_path };
             (

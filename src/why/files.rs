@@ -110,7 +110,7 @@ fn entry_difference(o: &Entry, n: &Entry) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::manifest::{digest, hash_tree};
+    use crate::store::manifest::{digest, hash_tree, Limits};
     use std::path::Path;
 
     fn write(dir: &Path, rel: &str, body: &[u8]) {
@@ -129,8 +129,12 @@ mod tests {
         write(new_dir.path(), "README.md", b"v2!");
         write(new_dir.path(), "new.txt", b"y");
         write(new_dir.path(), "same.c", b"int x;");
-        let old = hash_tree(old_dir.path(), &[]).unwrap();
-        let new = hash_tree(new_dir.path(), &[]).unwrap();
+        let old = hash_tree(old_dir.path(), &[], &Limits::DEFAULT)
+            .unwrap()
+            .entries;
+        let new = hash_tree(new_dir.path(), &[], &Limits::DEFAULT)
+            .unwrap()
+            .entries;
         let changes = diff(&old, &new);
         let summary: Vec<(&str, FileChangeKind)> = changes
             .iter()
@@ -149,7 +153,9 @@ mod tests {
         // A new directory is named by its files; an empty one by itself.
         write(new_dir.path(), ".github/ci.yml", b"on: push");
         std::fs::create_dir(new_dir.path().join("empty")).unwrap();
-        let new = hash_tree(new_dir.path(), &[]).unwrap();
+        let new = hash_tree(new_dir.path(), &[], &Limits::DEFAULT)
+            .unwrap()
+            .entries;
         let paths: Vec<String> = diff(&old, &new).into_iter().map(|c| c.path).collect();
         assert_eq!(
             paths,

@@ -3,6 +3,7 @@
 //! `NIX_LEDGER_HOME` with salted derivations so that Nix really builds.
 
 mod drv_corpus;
+mod faults;
 mod hook;
 mod layers;
 mod multi_user;
