@@ -5,6 +5,9 @@
 //!   (default `~/.local/state/nix-ledger/`), and the hook, when it runs as root (inside
 //!   nix-daemon on multi-user installs), writes the system spool under
 //!   `/var/lib/nix-ledger/`, which every user's `nix-ledger` reads without sudo.
+//! - `NIX_LEDGER_SYSTEM_DIR=DIR` moves that system directory, for the test harness: its
+//!   daemon tests must never write the host's. Inside nix-daemon the hook sees the
+//!   daemon's environment, never a client's, so a client cannot move it.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,14 @@ pub struct Layout {
     pub spools: Vec<PathBuf>,
 }
 
+/// The directory of the system spool: [`SYSTEM_DIR`], or `NIX_LEDGER_SYSTEM_DIR`.
+pub fn system_dir() -> PathBuf {
+    env::var_os("NIX_LEDGER_SYSTEM_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_DIR))
+}
+
 impl Layout {
     /// Resolves the layout from the environment.
     pub fn from_env() -> Result<Layout> {
@@ -38,10 +49,7 @@ impl Layout {
             return Ok(Layout::isolated(Path::new(&home)));
         }
         let state_dir = user_state_dir().ok_or(Error::NoHome)?;
-        let spools = vec![
-            state_dir.join(SPOOL_FILE),
-            Path::new(SYSTEM_DIR).join(SPOOL_FILE),
-        ];
+        let spools = vec![state_dir.join(SPOOL_FILE), system_dir().join(SPOOL_FILE)];
         Ok(Layout {
             ledger: state_dir.join(LEDGER_FILE),
             state_dir,
@@ -79,7 +87,7 @@ pub fn hook_spool_dir(is_root: bool) -> Option<PathBuf> {
         return Some(PathBuf::from(home));
     }
     if is_root {
-        return Some(PathBuf::from(SYSTEM_DIR));
+        return Some(system_dir());
     }
     user_state_dir()
 }

@@ -14,15 +14,18 @@ use crate::util::{drv_outputs, entry_outputs, graph_nix, hook_bin, ledger_bin, r
 
 const NOBODY: &str = "65534";
 
-/// A nix-daemon on a private socket, stopped (and its socket removed) on drop.
+/// A nix-daemon on a private socket, stopped (and its socket removed) on drop. Its hook
+/// writes the system spool into `system_dir`, never the host's /var/lib/nix-ledger.
 struct Daemon {
     child: Child,
     socket: std::path::PathBuf,
+    system_dir: std::path::PathBuf,
 }
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
         let socket = dir.join("socket");
+        let system_dir = dir.join("system");
         // The daemon's own environment: no NIX_LEDGER_HOME, as on a real system.
         let child = Command::new("nix-daemon")
             .env_clear()
@@ -31,6 +34,7 @@ impl Daemon {
             // the daemon would try cache.nixos.org for every path.
             .env("NIX_CONFIG", "substituters =")
             .env("NIX_DAEMON_SOCKET_PATH", &socket)
+            .env("NIX_LEDGER_SYSTEM_DIR", &system_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -43,7 +47,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Daemon { child, socket }
+        Daemon {
+            child,
+            socket,
+            system_dir,
+        }
     }
 }
 
@@ -76,15 +84,17 @@ impl Unprivileged {
         Unprivileged { binary, home }
     }
 
-    /// `nix-ledger ARGS` as nobody, with a clean environment.
-    fn ledger(&self, args: &[&str]) -> Command {
+    /// `nix-ledger ARGS` as nobody, with a clean environment but for where the test's
+    /// daemon keeps the system spool.
+    fn ledger(&self, daemon: &Daemon, args: &[&str]) -> Command {
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups"])
             .arg(&self.binary)
             .args(args)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", &self.home);
+            .env("HOME", &self.home)
+            .env("NIX_LEDGER_SYSTEM_DIR", &daemon.system_dir);
         cmd
     }
 }
@@ -139,8 +149,8 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
         !env.spool().exists(),
         "the hook ran with the client's environment"
     );
-    let system_spool = Path::new("/var/lib/nix-ledger/spool.jsonl");
-    let mode = std::fs::metadata(system_spool)
+    let system_spool = daemon.system_dir.join("spool.jsonl");
+    let mode = std::fs::metadata(&system_spool)
         .unwrap()
         .permissions()
         .mode();
@@ -151,7 +161,7 @@ fn the_hook_in_the_daemon_writes_the_system_spool_that_an_unprivileged_user_inge
     );
 
     let user = Unprivileged::new(sandbox.path());
-    let out = run_ok(&mut user.ledger(&["history", "--json"]));
+    let out = run_ok(&mut user.ledger(&daemon, &["history", "--json"]));
     let history: Vec<Value> = serde_json::from_slice::<Value>(&out.stdout)
         .unwrap()
         .as_array()
@@ -188,14 +198,17 @@ fn an_unprivileged_users_wrapper_measures_the_memory_of_the_daemons_build() {
     // The build runs as a nixbld user under the daemon; nobody may not read its working
     // directory, only stat its build directory and read /proc/<pid>/stat.
     let out = run_ok(
-        user.ledger(&["build", "-f", fixture.to_str().unwrap(), "memory"])
-            .args(["--argstr", "salt", &env.salt, "--no-link"])
-            .env("NIX_REMOTE", "daemon")
-            .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket),
+        user.ledger(
+            &daemon,
+            &["build", "-f", fixture.to_str().unwrap(), "memory"],
+        )
+        .args(["--argstr", "salt", &env.salt, "--no-link"])
+        .env("NIX_REMOTE", "daemon")
+        .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("peak memory: 3"), "{stderr}");
-    let out = run_ok(&mut user.ledger(&["history", "--json"]));
+    let out = run_ok(&mut user.ledger(&daemon, &["history", "--json"]));
     let history: Value = serde_json::from_slice(&out.stdout).unwrap();
     let build = &history[0];
     assert_eq!(build["name"], "wrapper-memory", "{history:#}");
@@ -205,4 +218,38 @@ fn an_unprivileged_users_wrapper_measures_the_memory_of_the_daemons_build() {
         (rss - expected).abs() <= expected * 0.2,
         "peak RSS {rss}, expected {expected} ± 20%: {build:#}"
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(root_tests),
+    ignore = "needs root: runs nix-daemon and an unprivileged user"
+)]
+fn one_users_output_linking_to_a_fifo_never_hangs_another_users_commands() {
+    let (env, sandbox, daemon) = with_daemon("multiuser-fifo");
+    // Root's build (through the daemon) links its output to a directory holding a FIFO
+    // that nobody ever writes: hashing it by following the link would block for ever.
+    let outside = sandbox.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("plain"), b"plain\n").unwrap();
+    run_ok(Command::new("mkfifo").arg(outside.join("fifo")));
+    run_ok(
+        Command::new("nix-build")
+            .arg(crate::faults::faults_nix())
+            .args(["-A", "linkOut", "--argstr", "salt", &env.salt])
+            .args(["--argstr", "target", outside.to_str().unwrap()])
+            .args(["--no-out-link", "--option", "substituters", ""])
+            .args(["--option", "post-build-hook", hook_bin()])
+            .env("NIX_REMOTE", "daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &daemon.socket),
+    );
+    let user = Unprivileged::new(sandbox.path());
+    for args in [&["history", "--json"][..], &["doctor", "--json"]] {
+        let out =
+            crate::util::output_within(&mut user.ledger(&daemon, args), Duration::from_secs(30));
+        assert!(out.status.code().is_some(), "{args:?}");
+    }
+    let out = run_ok(&mut user.ledger(&daemon, &["history", "--json"]));
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history[0]["name"], "faults-link", "{history:#}");
 }
