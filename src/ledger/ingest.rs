@@ -184,9 +184,20 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
             }
         }
         for batch in lines.chunks(BATCH_LINES) {
-            let tx = ledger.conn.transaction().map_err(db_err)?;
+            let tx = ledger.write_transaction().map_err(db_err)?;
+            // Another nix-ledger may have ingested these lines since this one read the
+            // offset: what it did is in the ledger, and counted; take up after it.
+            let done_by_other = saved_offset(&tx, &spool_path, &file_id).map_err(db_err)?;
+            let batch: Vec<(u64, &[u8])> = batch
+                .iter()
+                .copied()
+                .filter(|&(line_offset, _)| done_by_other.is_none_or(|done| line_offset >= done))
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
             let mut skipped = 0u64;
-            for &(line_offset, line) in batch {
+            for &(line_offset, line) in &batch {
                 report.lines += 1;
                 match ingest_line(&tx, &spool_key, line_offset as i64, line) {
                     Ok(Recorded::Inserted(_)) => report.recorded += 1,
@@ -219,6 +230,19 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
         offset += complete.len() as u64;
     }
     Ok(report)
+}
+
+/// How far this very spool file (the same `file_id`) has been ingested, as the ledger
+/// says now.
+fn saved_offset(
+    tx: &Transaction<'_>,
+    spool_path: &str,
+    file_id: &str,
+) -> rusqlite::Result<Option<u64>> {
+    tx.prepare_cached("SELECT offset FROM spool_state WHERE spool_path = ?1 AND file_id = ?2")?
+        .query_row(params![spool_path, file_id], |row| row.get::<_, i64>(0))
+        .optional()
+        .map(|o| o.map(|o| o.max(0) as u64))
 }
 
 /// Records where this spool has been ingested to, with the lines the batch ingested and
@@ -257,7 +281,7 @@ fn skip_oversized(
 ) -> Result<()> {
     let ledger_file = ledger.path().to_path_buf();
     let db_err = |e| Error::ledger(&ledger_file, e);
-    let tx = ledger.conn.transaction().map_err(db_err)?;
+    let tx = ledger.write_transaction().map_err(db_err)?;
     let reason = format!(
         "{} bytes without a newline (damage, or a preallocated hole in the spool)",
         end - start

@@ -24,8 +24,9 @@ pub fn stored_digest(conn: &Connection, path: &str) -> rusqlite::Result<Option<[
     Ok(blob.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()))
 }
 
-/// Stores a manifest; a manifest already there is left as it is (store paths are immutable).
-pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<()> {
+/// Stores a manifest; a manifest already there is left as it is (store paths are
+/// immutable). Returns whether it was stored now.
+pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<bool> {
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO manifests (store_path, kind, normalised, entries, total_bytes,
              digest, hash_ms, stored_ms, incomplete) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -42,7 +43,7 @@ pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<()> {
         ],
     )?;
     if inserted == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO manifest_entries (store_path, rel_path, type, size, executable, blake3, target)
@@ -60,7 +61,7 @@ pub fn store(tx: &Transaction<'_>, m: &Manifest) -> rusqlite::Result<()> {
             e.target,
         ])?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Loads the stored manifest of `path`, if any.

@@ -44,7 +44,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// How long a statement waits for another process's write lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An open ledger.
 pub struct Ledger {
@@ -117,11 +117,33 @@ impl Ledger {
             .map_err(|e| Error::ledger(&path, e))?;
         // WAL lets readers and one writer work at once; NORMAL sync is durable at every
         // checkpoint and loses at most the last transactions on power loss, never corrupts.
+        self.use_wal().map_err(|e| Error::ledger(&path, e))?;
         self.conn
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-            )
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| Error::ledger(&path, e))
+    }
+
+    /// Puts the ledger in WAL mode, once in its life. Switching needs the database to
+    /// itself, and SQLite answers "database is locked" at once rather than wait (no busy
+    /// handler), so the first commands on a new ledger, started together, take turns here
+    /// within the busy timeout.
+    fn use_wal(&self) -> rusqlite::Result<()> {
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let mode: rusqlite::Result<String> =
+                self.conn
+                    .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0));
+            match mode {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn migrate(&mut self) -> Result<()> {
@@ -165,6 +187,15 @@ impl Ledger {
     #[cfg(test)]
     pub(crate) fn conn_mut(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    /// Begins a write transaction. IMMEDIATE: it takes the write lock at once, waiting its
+    /// turn behind other writers for up to the busy timeout. A deferred transaction that
+    /// reads first and writes later cannot be retried when another process wrote in
+    /// between ("database is locked" at once, whatever the timeout).
+    pub(crate) fn write_transaction(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
     }
 
     /// A read transaction: the reads made while it lives see one snapshot of the ledger

@@ -93,7 +93,7 @@ impl Ledger {
     pub fn record_session_builds(&mut self, records: &[BuildRecord]) -> Result<Vec<i64>> {
         let path = self.path.clone();
         let err = |e| Error::ledger(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.write_transaction().map_err(err)?;
         let rows = record_rows(&tx, records).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(rows)
@@ -111,7 +111,7 @@ impl Ledger {
     ) -> Result<()> {
         let path = self.path.clone();
         let err = |e| Error::ledger(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.write_transaction().map_err(err)?;
         for r in restated {
             tx.prepare_cached("UPDATE builds SET status = ?2, log_tail = ?3 WHERE id = ?1")
                 .and_then(|mut stmt| {

@@ -97,3 +97,60 @@ fn an_output_linking_to_dev_never_hangs_a_command() {
     assert_eq!(history.as_array().unwrap().len(), 1);
     ledger_promptly(&env, &["query", "SELECT * FROM manifests"]);
 }
+
+/// A spool of `n` hook lines for fake derivations (their .drv files do not exist, so each
+/// is recorded without outputs, as the hook records a vanished .drv).
+fn write_spool(path: &Path, n: usize) {
+    let mut text = String::with_capacity(n * 160);
+    for i in 0..n {
+        let hash = crate::util::fake_hash(&format!("conc-{i}"));
+        text.push_str(&format!(
+            "{{\"v\":1,\"t\":{},\"drv\":\"/nix/store/{hash}-conc-{i}.drv\",\"outputs\":[]}}\n",
+            1_700_000_000_000u64 + i as u64
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn concurrent_ingests_and_histories_all_succeed_and_record_each_line_once() {
+    let env = TestEnv::new("fault-concurrent");
+    const LINES: usize = 100_000;
+    write_spool(&env.spool(), LINES);
+    let run = |args: &'static [&'static str]| {
+        let home = env.home().to_path_buf();
+        std::thread::spawn(move || {
+            output_within(
+                Command::new(crate::util::ledger_bin())
+                    .args(args)
+                    .env("NIX_LEDGER_HOME", home),
+                Duration::from_secs(300),
+            )
+        })
+    };
+    let runs = [
+        run(&["ingest", "--json"]),
+        run(&["ingest", "--json"]),
+        run(&["history", "-n", "1"]),
+        run(&["history", "-n", "1"]),
+    ];
+    for run in runs {
+        let out = run.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let counts = env.query(
+        "SELECT count(*) AS builds, count(DISTINCT drv_path) AS drvs,
+                (SELECT sum(lines_ingested) FROM spool_state) AS lines,
+                (SELECT count(*) FROM builds WHERE enriched_ms IS NULL) AS pending
+         FROM builds",
+    );
+    assert_eq!(counts[0]["builds"], LINES);
+    assert_eq!(counts[0]["drvs"], LINES);
+    assert_eq!(counts[0]["lines"], LINES);
+    assert_eq!(counts[0]["pending"], 0);
+}

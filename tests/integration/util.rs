@@ -297,3 +297,20 @@ pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
         stderr: err_reader.join().unwrap(),
     }
 }
+
+/// A valid store path hash part made from `seed`, for fake derivations.
+pub fn fake_hash(seed: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
+    let mut state: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in seed.bytes() {
+        state = (state ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (0..32)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407 + i);
+            char::from(ALPHABET[(state >> 59) as usize])
+        })
+        .collect()
+}
