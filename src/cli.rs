@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use nix_ledger::ledger::{enrich, ingest, Ledger};
@@ -93,6 +93,9 @@ enum Command {
     },
     /// Check the installation: nix, the hook, the spools, the ledger, lost records.
     Doctor {
+        /// Also mark sessions left `running` by a wrapper that died as interrupted.
+        #[arg(long)]
+        fix: bool,
         #[arg(long)]
         json: bool,
     },
@@ -260,8 +263,8 @@ pub fn run() -> Result<ExitCode> {
                 print_text(&why::render::rebuilds(&listed))?;
             }
         }
-        Command::Doctor { json } => {
-            let checks = nix_ledger::doctor::run(&layout);
+        Command::Doctor { fix, json } => {
+            let checks = nix_ledger::doctor::run(&layout, fix);
             if json {
                 print_json(&checks)?;
             } else {
@@ -275,15 +278,16 @@ pub fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens the ledger, ingests what the hook recorded since the last command, and enriches
-/// every build not enriched yet.
+/// Opens the ledger for a command that reads it, caught up with the spools; when it
+/// cannot be, says why once and goes on with what the ledger holds.
 fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
-    let mut ledger = Ledger::open(&layout.ledger)?;
-    ingest::ingest_all(&mut ledger, &layout.spools)
-        .with_context(|| format!("ingesting into {}", layout.ledger.display()))?;
-    enrich::enrich_pending(&mut ledger)
-        .with_context(|| format!("enriching builds in {}", layout.ledger.display()))?;
-    Ok(ledger)
+    let caught_up = nix_ledger::ledger::open_caught_up(layout)?;
+    if let Some(why) = caught_up.not_caught_up {
+        eprintln!(
+            "nix-ledger: warning: new records not ingested ({why}); showing what the ledger holds"
+        );
+    }
+    Ok(caught_up.ledger)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {

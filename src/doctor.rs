@@ -59,8 +59,11 @@ impl Report {
     }
 }
 
-/// Runs every check.
-pub fn run(layout: &Layout) -> Report {
+/// A session older than this without a recorded wrapper process is taken as abandoned.
+const ABANDONED_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+/// Runs every check; with `fix`, also closes sessions a dead wrapper left `running`.
+pub fn run(layout: &Layout, fix: bool) -> Report {
     let hook_binary = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("nix-ledger-hook")))
@@ -156,10 +159,69 @@ pub fn run(layout: &Layout) -> Report {
                 Err(e) => report.push("ingest", Status::Fail, e.to_string()),
             }
             check_losses(&mut report, &ledger);
+            check_sessions(&mut report, &mut ledger, fix);
+        }
+        Err(e) if e.is_damaged_ledger() => {
+            let path = layout.ledger.display();
+            report.push(
+                "ledger",
+                Status::Fail,
+                format!(
+                    "{e}: it is damaged; move it aside (mv {path} {path}.damaged): the next nix-ledger command starts a new ledger and ingests the spools again, which still hold the hook's records (the wrapper's measurements are in the old file only)"
+                ),
+            );
         }
         Err(e) => report.push("ledger", Status::Fail, e.to_string()),
     }
     report
+}
+
+/// Sessions left `running` by a wrapper that died (killed, or its ledger could not be
+/// written at the end): they never recorded an end.
+fn check_sessions(report: &mut Report, ledger: &mut Ledger, fix: bool) {
+    let hostname = sysinfo::System::host_name().ok();
+    let Ok(running) = ledger.running_sessions(hostname.as_deref()) else {
+        return;
+    };
+    let now = crate::time::now_ms();
+    let abandoned: Vec<i64> = running
+        .iter()
+        .filter(|s| match s.pid {
+            Some(pid) => !is_nix_ledger_process(pid),
+            None => now - s.started_ms > ABANDONED_AFTER_MS,
+        })
+        .map(|s| s.id)
+        .collect();
+    if abandoned.is_empty() {
+        return;
+    }
+    if fix {
+        match ledger.close_abandoned_sessions(&abandoned) {
+            Ok(n) => report.push(
+                "sessions",
+                Status::Ok,
+                format!(
+                    "{n} sessions left running by a wrapper that died are now marked interrupted"
+                ),
+            ),
+            Err(e) => report.push("sessions", Status::Fail, e.to_string()),
+        }
+        return;
+    }
+    report.push(
+        "sessions",
+        Status::Warn,
+        format!(
+            "{} sessions are marked running but their wrapper is gone (killed, or the ledger could not be written at the end; the builds recorded before are kept); `nix-ledger doctor --fix` marks them interrupted",
+            abandoned.len()
+        ),
+    );
+}
+
+/// Whether process `pid` is a nix-ledger (a wrapper still running its session).
+fn is_nix_ledger_process(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end().starts_with("nix-ledger"))
 }
 
 /// True when `hook` is nix-ledger-hook, or a script that runs it (a chaining script).

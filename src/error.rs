@@ -65,9 +65,9 @@ pub enum Error {
         path: PathBuf,
         source: crate::nix::drv::DrvParseError,
     },
-    #[error("{0}: not a store path")]
+    #[error("{}: not a store path", shorten(.0))]
     NotStorePath(String),
-    #[error("nothing recorded for {0}")]
+    #[error("nothing recorded for {}", shorten(.0))]
     NotFound(String),
     #[error("cannot run {program}: {source}")]
     Spawn {
@@ -76,7 +76,7 @@ pub enum Error {
     },
     #[error("{program} failed: {message}")]
     Command { program: String, message: String },
-    #[error("{target}: {reason}")]
+    #[error("{}: {reason}", shorten(.target))]
     BadTarget { target: String, reason: String },
     #[error("{input}: not a duration (try 7d, 24h, 90m, 1mo or \"2 weeks\")")]
     BadDuration { input: String },
@@ -115,6 +115,20 @@ impl Error {
             Error::NotFound(_) => exit::NOT_FOUND,
             _ => exit::FAILURE,
         }
+    }
+
+    /// Whether this is a ledger that is not (or no longer) a SQLite database.
+    pub fn is_damaged_ledger(&self) -> bool {
+        matches!(
+            self,
+            Error::Ledger {
+                source: rusqlite::Error::SqliteFailure(failure, _),
+                ..
+            } if matches!(
+                failure.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            )
+        )
     }
 
     /// Wraps a rusqlite error with the ledger's path.

@@ -46,7 +46,14 @@ impl Layout {
     /// Resolves the layout from the environment.
     pub fn from_env() -> Result<Layout> {
         if let Some(home) = env::var_os("NIX_LEDGER_HOME").filter(|v| !v.is_empty()) {
-            return Ok(Layout::isolated(Path::new(&home)));
+            let home = Path::new(&home);
+            if home.exists() && !home.is_dir() {
+                return Err(Error::Usage(format!(
+                    "NIX_LEDGER_HOME={}: not a directory",
+                    home.display()
+                )));
+            }
+            return Ok(Layout::isolated(home));
         }
         let state_dir = user_state_dir().ok_or(Error::NoHome)?;
         let spools = vec![state_dir.join(SPOOL_FILE), system_dir().join(SPOOL_FILE)];

@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_manifests.sql"),
     include_str!("migrations/0003_enrichment.sql"),
     include_str!("migrations/0004_bounded_manifests.sql"),
+    include_str!("migrations/0005_session_pid.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -171,6 +172,24 @@ impl Ledger {
         tx.commit().map_err(|e| Error::ledger(&path, e))
     }
 
+    /// Whether this ledger can be read by this nix-ledger as it is: a SQLite database at
+    /// this version's schema (a ledger opened read-only cannot be migrated).
+    fn check_current(&self) -> Result<()> {
+        let found: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .map_err(|e| self.err(e))?;
+        if found == Ledger::schema_version() {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "ledger {} has schema version {found}, not {}, and cannot be upgraded read-only",
+                self.path.display(),
+                Ledger::schema_version()
+            )))
+        }
+    }
+
     /// The schema version this build of nix-ledger writes.
     pub fn schema_version() -> i64 {
         MIGRATIONS.len() as i64
@@ -222,6 +241,44 @@ impl Ledger {
     /// Wraps a rusqlite error with this ledger's path.
     pub fn err(&self, source: rusqlite::Error) -> Error {
         Error::ledger(&self.path, source)
+    }
+}
+
+/// A ledger opened for a command that reads it, caught up with the spools when it can
+/// be.
+pub struct CaughtUp {
+    pub ledger: Ledger,
+    /// Why new records were not ingested (a read-only ledger, a full disk…): the
+    /// command shows what the ledger holds and says so once.
+    pub not_caught_up: Option<Error>,
+}
+
+/// Opens the ledger for reading: ingests what the hooks recorded since the last command
+/// and enriches what is new; when the ledger cannot be written (its owner made it
+/// read-only, another user's, a restored copy, a full disk), reads what it holds.
+pub fn open_caught_up(layout: &crate::paths::Layout) -> Result<CaughtUp> {
+    match Ledger::open(&layout.ledger) {
+        Ok(mut ledger) => {
+            let caught_up = ingest::ingest_all(&mut ledger, &layout.spools)
+                .and_then(|_| enrich::enrich_pending(&mut ledger));
+            Ok(CaughtUp {
+                ledger,
+                not_caught_up: caught_up.err(),
+            })
+        }
+        Err(cannot_write) if layout.ledger.is_file() => {
+            match Ledger::open_read_only(&layout.ledger).and_then(|l| l.check_current().map(|()| l))
+            {
+                Ok(ledger) => Ok(CaughtUp {
+                    ledger,
+                    not_caught_up: Some(cannot_write),
+                }),
+                // Not readable either (damaged, or an older schema it cannot upgrade):
+                // the first error says why.
+                Err(_) => Err(cannot_write),
+            }
+        }
+        Err(e) => Err(e),
     }
 }
 

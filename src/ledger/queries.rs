@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::model::BuildStatus;
 use super::{manifests, Ledger};
+use crate::nix::store_path::parse_any_store;
 use crate::store::manifest::Manifest;
 use crate::time::rfc3339_ms;
 use crate::{Error, Result};
@@ -327,7 +328,10 @@ impl Ledger {
 
     /// Everything known of the derivation of `path` (a .drv or an output path).
     pub fn show(&self, path: &str) -> Result<ShowReport> {
-        let drv_path: String = if path.ends_with(".drv") {
+        let Some(store_path) = parse_any_store(path) else {
+            return Err(Error::NotStorePath(path.to_string()));
+        };
+        let drv_path: String = if store_path.is_drv() {
             path.to_string()
         } else {
             self.deriver_of(path)?

@@ -18,6 +18,9 @@ pub struct SessionOpening {
     pub cwd: Option<String>,
     pub started_ms: i64,
     pub hostname: Option<String>,
+    /// The wrapper's process id: `doctor` tells a session left `running` by a crash from
+    /// one still running by it.
+    pub pid: u32,
 }
 
 /// What is known of a session when it ends.
@@ -72,15 +75,16 @@ impl Ledger {
         let command = serde_json::to_string(&s.command).unwrap_or_else(|_| "[]".into());
         self.conn
             .execute(
-                "INSERT INTO sessions (kind, command, cwd, started_ms, hostname, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO sessions (kind, command, cwd, started_ms, hostname, status, pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     s.kind.as_str(),
                     command,
                     s.cwd,
                     s.started_ms,
                     s.hostname,
-                    SessionStatus::Running.as_str()
+                    SessionStatus::Running.as_str(),
+                    s.pid
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -152,6 +156,59 @@ impl Ledger {
             )));
         }
         tx.commit().map_err(err)
+    }
+}
+
+/// A session still marked `running`.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub id: i64,
+    pub started_ms: i64,
+    /// The wrapper's process id (`None` for sessions recorded before it was kept).
+    pub pid: Option<u32>,
+}
+
+impl Ledger {
+    /// The sessions recorded on the host `hostname` that are still marked `running`.
+    pub fn running_sessions(&self, hostname: Option<&str>) -> Result<Vec<OpenSession>> {
+        self.conn
+            .prepare(
+                "SELECT id, started_ms, pid FROM sessions
+                 WHERE status = ?1 AND (hostname IS ?2 OR hostname IS NULL) ORDER BY id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![SessionStatus::Running.as_str(), hostname], |r| {
+                    Ok(OpenSession {
+                        id: r.get(0)?,
+                        started_ms: r.get(1)?,
+                        pid: r.get(2)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks sessions whose wrapper is gone as interrupted (they never recorded an end).
+    pub fn close_abandoned_sessions(&mut self, ids: &[i64]) -> Result<usize> {
+        let path = self.path.clone();
+        let err = |e| Error::ledger(&path, e);
+        let tx = self.write_transaction().map_err(err)?;
+        let mut closed = 0;
+        for id in ids {
+            closed += tx
+                .execute(
+                    "UPDATE sessions SET status = ?2 WHERE id = ?1 AND status = ?3",
+                    params![
+                        id,
+                        SessionStatus::Interrupted.as_str(),
+                        SessionStatus::Running.as_str()
+                    ],
+                )
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(closed)
     }
 }
 

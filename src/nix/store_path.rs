@@ -148,16 +148,20 @@ pub fn path_name(path: &str) -> &str {
     name.strip_suffix(DRV_EXTENSION).unwrap_or(name)
 }
 
-/// Whether `path` is a derivation's path in some store: an absolute path whose last
-/// component is a valid store path name (hash part, `-`, name) ending in `.drv`. The
-/// store directory is not checked, so that a store elsewhere than /nix/store works too.
+/// `path` as a store path in whatever store directory it names: an absolute path whose
+/// last component is a valid store path name (hash part, `-`, name). The store
+/// directory is not checked, so that a store elsewhere than /nix/store works too.
+pub fn parse_any_store(path: &str) -> Option<StorePath<'_>> {
+    let (dir, base) = path.rsplit_once('/')?;
+    if !path.starts_with('/') {
+        return None;
+    }
+    StorePath::from_base_name(if dir.is_empty() { "/" } else { dir }, base)
+}
+
+/// Whether `path` is a derivation's path in some store (see [`parse_any_store`]).
 pub fn is_drv_path(path: &str) -> bool {
-    let Some((dir, base)) = path.rsplit_once('/') else {
-        return false;
-    };
-    path.starts_with('/')
-        && StorePath::from_base_name(if dir.is_empty() { "/" } else { dir }, base)
-            .is_some_and(|p| p.is_drv())
+    parse_any_store(path).is_some_and(|p| p.is_drv())
 }
 
 /// `s` with the hash part of every `/nix/store/` path blanked (`<hash>`): what is left

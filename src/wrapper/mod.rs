@@ -59,7 +59,8 @@ pub struct Outcome {
     /// The exit status to leave with: Nix's, or 130 after SIGINT (143 after SIGTERM).
     pub exit_code: i32,
     pub interrupted: bool,
-    pub session_id: i64,
+    /// The session's row; `None` when the ledger could not be opened or written.
+    pub session_id: Option<i64>,
     pub summary: Summary,
     /// Why what was built before rebuilt ([`crate::why::summary_after_session`]): the
     /// text, `None` when nothing was rebuilt, or why it could not be told.

@@ -121,11 +121,16 @@ fn substituted_derivations(substitutions: &[Substitution]) -> (Vec<SubstitutedDr
     (drvs, nar_bytes)
 }
 
+/// The ledger a session is recorded in, and its row.
+pub(super) struct Recording {
+    pub ledger: Ledger,
+    pub session_id: i64,
+}
+
 /// What the end of a session is given besides the supervisor.
 pub(super) struct Ending<'a> {
     pub layout: &'a Layout,
     pub info: &'a ArgsInfo,
-    pub session_id: i64,
     pub exit_code: i32,
     pub finished_ms: i64,
     pub wall_ms: i64,
@@ -136,7 +141,8 @@ pub(super) struct Ending<'a> {
 pub(super) struct Watched {
     pub state: State,
     pub progress: Progress,
-    pub ledger: Ledger,
+    /// `None` when the ledger could not be opened: nothing is recorded.
+    pub recording: Option<Recording>,
     pub early: Early,
     /// The first signal forwarded to Nix, if any.
     pub interrupted_by: Option<i32>,
@@ -144,18 +150,17 @@ pub(super) struct Watched {
 
 /// Records what the early record did not, closes the session and tells why things
 /// rebuilt.
-pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Result<Outcome> {
+pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Outcome {
     let Watched {
         state,
         mut progress,
-        mut ledger,
+        recording,
         early,
         interrupted_by,
     } = watched;
     let Ending {
         layout,
         info,
-        session_id,
         exit_code,
         finished_ms,
         wall_ms,
@@ -179,23 +184,6 @@ pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Result<Outcome> {
     }
     let environment = environment.join().unwrap_or_default();
 
-    // The hook's records of this session's builds are in its spool now: ingesting them
-    // first lets each wrapper record merge into its hook twin.
-    if let Err(e) = ingest::ingest_all(&mut ledger, &layout.spools) {
-        progress.message(
-            1,
-            &format!("nix-ledger: warning: ingesting the hook's spool: {e}"),
-        );
-    }
-    // What changed since the early record, if there was one; else everything.
-    let restated: Vec<(i64, &state::FinishedBuild)> = rows
-        .iter()
-        .zip(&state.finished)
-        .filter(|((_, recorded), build)| build.status != *recorded)
-        .map(|((row, _), build)| (*row, build))
-        .collect();
-    let new_builds = &state.finished[rows.len()..];
-    let changed = !restated.is_empty() || !new_builds.is_empty() || !substituted.is_empty();
     let closing = SessionClosing {
         finished_ms,
         status: match (interrupted_by, exit_code) {
@@ -214,24 +202,87 @@ pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Result<Outcome> {
         failed: summary.failed as i64,
         downloaded_bytes: summary.downloaded_bytes as i64,
     };
-    session::finish(
-        &mut ledger,
-        session_id,
-        &restated,
-        new_builds,
-        &substituted,
-        &closing,
-    )?;
-    progress.flush();
-    let rebuild_causes = match early_causes {
-        Some(causes) if !changed => causes,
-        _ => crate::why::summary_after_session(&ledger, session_id),
+    let (session_id, rebuild_causes) = match recording {
+        None => (None, Ok(None)),
+        Some(Recording {
+            mut ledger,
+            session_id,
+        }) => {
+            let ended = End {
+                state: &state,
+                rows: &rows,
+                substituted: &substituted,
+                closing: &closing,
+            };
+            match ended.record(&mut ledger, &layout.spools, session_id) {
+                Ok(changed) => {
+                    let causes = match early_causes {
+                        Some(causes) if !changed => causes,
+                        _ => crate::why::summary_after_session(&ledger, session_id),
+                    };
+                    (Some(session_id), causes)
+                }
+                // The build is over: its outcome stands, unrecorded, said once.
+                Err(e) => {
+                    progress.message(
+                        1,
+                        &format!("nix-ledger: warning: this build was not recorded: {e}"),
+                    );
+                    (None, Ok(None))
+                }
+            }
+        }
     };
-    Ok(Outcome {
+    progress.flush();
+    Outcome {
         exit_code,
         interrupted: interrupted_by.is_some(),
         session_id,
         summary,
         rebuild_causes,
-    })
+    }
+}
+
+/// What the end of a session writes.
+struct End<'a> {
+    state: &'a State,
+    /// The rows and statuses of the builds the early record wrote.
+    rows: &'a [(i64, BuildStatus)],
+    substituted: &'a [SubstitutedDrv],
+    closing: &'a SessionClosing,
+}
+
+impl End<'_> {
+    /// Ingests the hook's records, then writes what the early record did not and closes
+    /// the session; returns whether anything changed since the early record.
+    fn record(
+        &self,
+        ledger: &mut Ledger,
+        spools: &[std::path::PathBuf],
+        session_id: i64,
+    ) -> Result<bool> {
+        // The hook's records of this session's builds are in its spool now: ingesting
+        // them first lets each wrapper record merge into its hook twin.
+        ingest::ingest_all(ledger, spools)?;
+        // What changed since the early record, if there was one; else everything.
+        let restated: Vec<(i64, &state::FinishedBuild)> = self
+            .rows
+            .iter()
+            .zip(&self.state.finished)
+            .filter(|((_, recorded), build)| build.status != *recorded)
+            .map(|((row, _), build)| (*row, build))
+            .collect();
+        let new_builds = &self.state.finished[self.rows.len()..];
+        let changed =
+            !restated.is_empty() || !new_builds.is_empty() || !self.substituted.is_empty();
+        session::finish(
+            ledger,
+            session_id,
+            &restated,
+            new_builds,
+            self.substituted,
+            self.closing,
+        )?;
+        Ok(changed)
+    }
 }

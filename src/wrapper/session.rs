@@ -139,6 +139,7 @@ mod tests {
                 cwd: None,
                 started_ms: 0,
                 hostname: None,
+                pid: std::process::id(),
             })
             .unwrap();
         (dir, ledger, id)

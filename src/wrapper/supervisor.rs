@@ -14,7 +14,7 @@ use super::builddir::BuildRoots;
 use super::events::{parse_line, Line};
 use super::progress::{self, Progress, Style};
 use super::reader::{read_in_chunks, Chunk};
-use super::record::{self, Early, EarlyWork};
+use super::record::{self, Early, EarlyWork, Recording};
 use super::sampler::Sampler;
 use super::session;
 use super::state::{Notice, State};
@@ -22,6 +22,7 @@ use super::{Outcome, Request};
 use crate::ledger::model::SessionStatus;
 use crate::ledger::sessions::{SessionClosing, SessionOpening};
 use crate::ledger::Ledger;
+use crate::nix::command::NixCommand;
 use crate::paths::Layout;
 use crate::time::now_ms;
 use crate::{sys, Error, Result};
@@ -34,8 +35,9 @@ struct Supervisor {
     state: State,
     progress: Progress,
     sampler: Sampler,
-    ledger: Ledger,
-    session_id: i64,
+    /// The ledger and the session row, unless the ledger could not be opened or
+    /// written: the build goes on then, unrecorded.
+    recording: Option<Recording>,
     spools: Vec<std::path::PathBuf>,
     early: Early,
     pgid: i32,
@@ -107,9 +109,16 @@ impl Supervisor {
                     self.sampler.watch(&build.drv_path, build.started_ms);
                 }
                 // Only the live view shows it: a query per build otherwise for nothing.
-                if self.progress.style().live {
-                    build.expected_ms =
-                        self.ledger.expected_duration_ms(&build.name).ok().flatten();
+                if let Some(recording) = self
+                    .recording
+                    .as_ref()
+                    .filter(|_| self.progress.style().live)
+                {
+                    build.expected_ms = recording
+                        .ledger
+                        .expected_duration_ms(&build.name)
+                        .ok()
+                        .flatten();
                 }
             }
             self.progress.tick(&self.state, now);
@@ -141,6 +150,9 @@ impl Supervisor {
     /// it evaluates on; the work runs on its own thread, so events are still read and
     /// stamped on time and signals forwarded meanwhile.
     fn record_early_if_quiet(&mut self) {
+        let Some(recording) = &self.recording else {
+            return;
+        };
         if !matches!(self.early, Early::NotYet)
             || self.interrupted_by.is_some()
             || !self.state.is_quiet_after_work()
@@ -148,9 +160,9 @@ impl Supervisor {
             return;
         }
         let work = EarlyWork {
-            ledger: self.ledger.path().to_path_buf(),
+            ledger: recording.ledger.path().to_path_buf(),
             spools: self.spools.clone(),
-            session_id: self.session_id,
+            session_id: recording.session_id,
             finished: self.state.finished.clone(),
             substitutions: self.state.substituted.clone(),
         };
@@ -198,12 +210,14 @@ impl Supervisor {
     }
 }
 
-pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
-    let info = ArgsInfo::from_args(&req.args);
-    let nix = nix_command(req, &info);
+/// Opens the ledger and the session's row: the recording of this build.
+fn start_recording(
+    layout: &Layout,
+    req: &Request,
+    nix: &NixCommand,
+    started_ms: i64,
+) -> Result<Recording> {
     let ledger = Ledger::open(&layout.ledger)?;
-    let started = Instant::now();
-    let started_ms = now_ms();
     let session_id = ledger.open_session(&SessionOpening {
         kind: req.kind,
         command: nix.argv(),
@@ -212,7 +226,26 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
             .map(|d| d.display().to_string()),
         started_ms,
         hostname: sysinfo::System::host_name().ok(),
+        pid: std::process::id(),
     })?;
+    Ok(Recording { ledger, session_id })
+}
+
+pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome> {
+    let info = ArgsInfo::from_args(&req.args);
+    let nix = nix_command(req, &info);
+    let started = Instant::now();
+    let started_ms = now_ms();
+    // The promise is Nix's exit status, whatever happens to the ledger: a ledger that
+    // cannot be opened or written (corrupt, full disk, read-only) costs the record of
+    // this build, said once, never the build.
+    let recording = match start_recording(layout, req, &nix, started_ms) {
+        Ok(recording) => Some(recording),
+        Err(e) => {
+            eprintln!("nix-ledger: warning: {e}; building without recording");
+            None
+        }
+    };
     // Spawning `nix --version` and `nix show-config` costs tens of milliseconds; they
     // run beside the build instead of before it.
     let state_dir = layout.state_dir.clone();
@@ -228,9 +261,16 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
         Ok(child) => child,
         Err(source) => {
             // Close the session row rather than leave it `running` forever.
-            let closing = SessionClosing::new(now_ms(), SessionStatus::Failed, 127);
-            let mut ledger = ledger;
-            session::finish(&mut ledger, session_id, &[], &[], &[], &closing)?;
+            if let Some(Recording {
+                mut ledger,
+                session_id,
+            }) = recording
+            {
+                let closing = SessionClosing::new(now_ms(), SessionStatus::Failed, 127);
+                if let Err(e) = session::finish(&mut ledger, session_id, &[], &[], &[], &closing) {
+                    eprintln!("nix-ledger: warning: {e}");
+                }
+            }
             return Err(Error::Spawn {
                 program: "nix".into(),
                 source,
@@ -251,8 +291,7 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
         state: State::new(build_roots.clone()),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
         sampler: Sampler::start(Some(pgid), build_roots),
-        ledger,
-        session_id,
+        recording,
         spools: layout.spools.clone(),
         early: Early::NotYet,
         pgid,
@@ -323,27 +362,26 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
     let Supervisor {
         state,
         progress,
-        ledger,
+        recording,
         early,
         interrupted_by,
         ..
     } = sup;
-    record::record_end(
+    Ok(record::record_end(
         record::Watched {
             state,
             progress,
-            ledger,
+            recording,
             early,
             interrupted_by,
         },
         record::Ending {
             layout,
             info: &info,
-            session_id,
             exit_code,
             finished_ms,
             wall_ms,
             environment,
         },
-    )
+    ))
 }

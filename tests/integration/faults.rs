@@ -154,3 +154,172 @@ fn concurrent_ingests_and_histories_all_succeed_and_record_each_line_once() {
     assert_eq!(counts[0]["lines"], LINES);
     assert_eq!(counts[0]["pending"], 0);
 }
+
+/// `nb build` of a faults.nix attribute in `env`, and plain `nix build` of the same
+/// attribute with another salt: the wrapper must exit as plain Nix does.
+fn wrapper_exits_like_plain_nix(env: &TestEnv, attr: &str) -> std::process::Output {
+    let common = |cmd: &mut Command, salt: &str| {
+        cmd.arg("-f")
+            .arg(faults_nix())
+            .arg(attr)
+            .args(["--argstr", "salt", salt])
+            .args(["--no-link", "--option", "substituters", ""]);
+    };
+    let mut plain = Command::new("nix");
+    plain.args(["--extra-experimental-features", "nix-command", "build"]);
+    common(&mut plain, &format!("{}-plain-{attr}", env.salt));
+    let plain = output_within(&mut plain, Duration::from_secs(120));
+    let mut wrapped = Command::new(crate::util::ledger_bin());
+    wrapped.arg("build").env("NIX_LEDGER_HOME", env.home());
+    common(&mut wrapped, &format!("{}-{attr}", env.salt));
+    let wrapped = output_within(&mut wrapped, Duration::from_secs(120));
+    assert_eq!(
+        wrapped.status.code(),
+        plain.status.code(),
+        "nb build {attr}: {}",
+        String::from_utf8_lossy(&wrapped.stderr)
+    );
+    wrapped
+}
+
+#[test]
+fn with_a_corrupt_ledger_nb_build_still_builds_and_exits_as_nix_does() {
+    let env = TestEnv::new("fault-corrupt");
+    let garbage = b"this is not a SQLite database, whatever its name says\n".repeat(100);
+    std::fs::write(env.home().join("ledger.sqlite"), &garbage).unwrap();
+    for attr in ["ok", "failing"] {
+        let out = wrapper_exits_like_plain_nix(&env, attr);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let warnings = stderr.matches("nix-ledger: warning").count();
+        assert_eq!(warnings, 1, "one warning, not {warnings}: {stderr}");
+        assert!(
+            stderr.contains("ledger.sqlite"),
+            "names the ledger: {stderr}"
+        );
+    }
+    // What was there is left as it was, for the user to move aside.
+    assert_eq!(
+        std::fs::read(env.home().join("ledger.sqlite")).unwrap(),
+        garbage
+    );
+    let doctor = Command::new(crate::util::ledger_bin())
+        .args(["doctor"])
+        .env("NIX_LEDGER_HOME", env.home())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(report.contains("move it aside"), "{report}");
+}
+
+/// A tmpfs of a few MiB mounted for one test, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m")])
+                .arg("tmpfs")
+                .arg(dir.path()),
+        );
+        SmallDisk { dir }
+    }
+
+    /// Fills what is left of it.
+    fn fill(&self) {
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", self.dir.path().join("filler").display()))
+            .output();
+        let _ = Command::new("sync").status();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+#[cfg_attr(not(root_tests), ignore = "needs root: mounts a small tmpfs")]
+fn with_the_ledgers_disk_full_nb_build_still_builds_and_exits_as_nix_does() {
+    let disk = SmallDisk::mount(4);
+    let mut env = TestEnv::new("fault-full");
+    // The test's ledger home on the small disk (the TempDir it replaces is cleaned up).
+    let home = disk.dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    env.home = tempfile::TempDir::new_in(&home).unwrap();
+    // A ledger with one recorded session, then a full disk.
+    wrapper_exits_like_plain_nix(&env, "ok");
+    disk.fill();
+    for attr in ["ok", "failing"] {
+        let out = wrapper_exits_like_plain_nix(&env, attr);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("nix-ledger: warning"), "{stderr}");
+    }
+    // The first session, recorded before the disk filled, is still there.
+    let history: Value =
+        serde_json::from_str(&ledger_promptly(&env, &["history", "--json"])).unwrap();
+    assert!(
+        history
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["name"] == "faults-ok"),
+        "{history:#}"
+    );
+}
+
+#[test]
+fn a_session_left_running_by_a_killed_wrapper_is_found_by_doctor_and_closed_by_fix() {
+    let env = TestEnv::new("fault-killed");
+    let mut wrapper = Command::new(crate::util::ledger_bin())
+        .arg("build")
+        .arg("-f")
+        .arg(crate::util::wrapper_fixture())
+        .arg("slow")
+        .args(["--argstr", "salt", &env.salt, "--no-link"])
+        .args(["--option", "substituters", ""])
+        .env("NIX_LEDGER_HOME", env.home())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once the session row exists, kill the wrapper outright: it records no end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = env.query("SELECT count(*) AS n FROM sessions");
+        if rows[0]["n"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no session row");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wrapper.kill().unwrap();
+    wrapper.wait().unwrap();
+    // Nix runs on in its own process group: stop it too.
+    let _ = Command::new("pkill").args(["-f", &env.salt]).status();
+    let doctor: Value =
+        serde_json::from_str(&ledger_promptly(&env, &["doctor", "--json"])).unwrap();
+    let sessions = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sessions")
+        .unwrap_or_else(|| panic!("no sessions check: {doctor:#}"))
+        .clone();
+    assert_eq!(sessions["status"], "warn", "{sessions}");
+    assert!(
+        sessions["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 sessions"),
+        "{sessions}"
+    );
+    ledger_promptly(&env, &["doctor", "--fix"]);
+    let rows = env.query("SELECT status FROM sessions");
+    assert_eq!(rows[0]["status"], "interrupted");
+}
