@@ -136,33 +136,42 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// The latest successful build of a derivation named `name` other than `drv`,
-    /// finished before `before_ms` when given: (its .drv, finished at).
-    pub fn previous_build(
+    /// The latest successful builds of other derivations named `name` finished before
+    /// `before_ms` (when given), one per .drv, newest first, at most `limit`: the
+    /// candidates for the baseline of a rebuild.
+    pub fn earlier_builds(
         &self,
         name: &str,
         drv: &str,
         before_ms: Option<i64>,
-    ) -> Result<Option<(String, i64)>> {
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>> {
         self.conn
             .prepare_cached(
-                "SELECT b.drv_path, b.finished_ms FROM builds b JOIN derivations d USING (drv_path)
+                "SELECT b.drv_path, max(b.finished_ms) AS last FROM builds b
+                 JOIN derivations d USING (drv_path)
                  WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = ?4
                    AND b.finished_ms < ?3
-                 ORDER BY b.finished_ms DESC LIMIT 1",
+                 GROUP BY b.drv_path ORDER BY last DESC LIMIT ?5",
             )
             .and_then(|mut stmt| {
-                stmt.query_row(
-                    params![name, drv, before_ms.unwrap_or(i64::MAX), BUILT],
+                stmt.query_map(
+                    params![
+                        name,
+                        drv,
+                        before_ms.unwrap_or(i64::MAX),
+                        BUILT,
+                        limit as i64
+                    ],
                     |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
+                )?
+                .collect()
             })
             .map_err(|e| self.err(e))
     }
 
     /// Whether a derivation named `name` other than `drv` was built before `before_ms`:
-    /// what [`Ledger::previous_build`] answers, without finding the latest, so it stops at
+    /// whether [`Ledger::earlier_builds`] has any, without listing them, so it stops at
     /// the first one however often the name was built.
     pub fn built_before(&self, name: &str, drv: &str, before_ms: Option<i64>) -> Result<bool> {
         self.conn
@@ -441,7 +450,7 @@ mod tests {
     use crate::ledger::record::{record_build, BuildRecord, Source, TimingSource};
 
     #[test]
-    fn the_previous_build_is_the_latest_earlier_one_of_the_name() {
+    fn earlier_builds_of_a_name_are_listed_newest_first_before_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
         let drv = |c: char| format!("/nix/store/{}-t-a.drv", c.to_string().repeat(32));
@@ -454,14 +463,14 @@ mod tests {
         }
         tx.commit().unwrap();
         assert_eq!(
-            ledger.previous_build("t-a", &drv('c'), None).unwrap(),
-            Some((drv('b'), 2_000))
+            ledger.earlier_builds("t-a", &drv('c'), None, 5).unwrap(),
+            [(drv('b'), 2_000), (drv('a'), 1_000)]
         );
         assert_eq!(
             ledger
-                .previous_build("t-a", &drv('c'), Some(2_000))
+                .earlier_builds("t-a", &drv('c'), Some(2_000), 5)
                 .unwrap(),
-            Some((drv('a'), 1_000))
+            [(drv('a'), 1_000)]
         );
         assert!(!ledger.built_before("t-a", &drv('a'), Some(1_500)).unwrap());
         assert_eq!(ledger.expected_duration_ms("t-a").unwrap(), Some(500));

@@ -97,6 +97,45 @@ fn derivation_name(ledger: &Ledger, loader: &mut Loader<'_>, drv: &str) -> Resul
         .unwrap_or_else(|| path_name(drv).to_string()))
 }
 
+/// How many earlier derivations of a name are weighed for the baseline of a rebuild.
+const BASELINE_CANDIDATES: usize = 16;
+
+/// The earlier build a rebuild of `new` is compared with: of the builds of other
+/// derivations named `name` recorded before `before_ms`, the one closest to `new` (the
+/// most input derivations and sources in common), the latest among equals. The latest
+/// build of a name is not enough: after building with settings A, then B, then A with one
+/// change, the A build is what the last one differs from by that change alone.
+pub fn baseline(
+    ledger: &Ledger,
+    loader: &mut Loader<'_>,
+    name: &str,
+    new: &str,
+    before_ms: Option<i64>,
+) -> Result<Option<(String, i64)>> {
+    let candidates = ledger.earlier_builds(name, new, before_ms, BASELINE_CANDIDATES)?;
+    let Some(new_drv) = loader.get(new)? else {
+        return Ok(candidates.into_iter().next());
+    };
+    let mut best: Option<(usize, (String, i64))> = None;
+    for candidate in candidates {
+        let in_common = match loader.get(&candidate.0)? {
+            Some(old) => {
+                old.input_drvs
+                    .keys()
+                    .filter(|k| new_drv.input_drvs.contains_key(*k))
+                    .count()
+                    + old.input_srcs.intersection(&new_drv.input_srcs).count()
+            }
+            None => 0,
+        };
+        // Newest first: a later candidate replaces the best only when strictly closer.
+        if best.as_ref().is_none_or(|(most, _)| in_common > *most) {
+            best = Some((in_common, candidate));
+        }
+    }
+    Ok(best.map(|(_, candidate)| candidate))
+}
+
 /// Everything one `why` (or a series of them) reads .drv files through.
 pub struct Context<'l> {
     pub ledger: &'l Ledger,
@@ -128,9 +167,11 @@ pub fn why(ledger: &Ledger, new: &str, against: Option<&str>) -> Result<WhyRepor
         )));
     }
     let name = derivation_name(ledger, &mut loader, new)?;
+    // Before the target's own build: a later build of the name explains nothing of it.
+    let before = ledger.last_built_ms(new)?;
     let (against, against_ms) = match against {
         Some(old) => (old.to_string(), ledger.last_built_ms(old)?),
-        None => match ledger.previous_build(&name, new, None)? {
+        None => match baseline(ledger, &mut loader, &name, new, before)? {
             Some((old, at)) => (old, Some(at)),
             None => {
                 return Err(Error::NotFound(format!(

@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::verdict::{self, VerdictKind};
-use super::{report, Context};
+use super::{baseline, report, Context};
 use crate::ledger::Ledger;
 use crate::nix::graph::Loader;
 use crate::time::rfc3339_ms;
@@ -50,7 +50,7 @@ pub fn rebuilds(ledger: &Ledger, since_ms: i64) -> Result<RebuildsReport> {
     for candidate in candidates {
         let (id, drv, name) = (candidate.id, candidate.drv_path, candidate.name);
         let (finished, duration) = (candidate.finished_ms, candidate.duration_ms);
-        let Some((old, at)) = ledger.previous_build(&name, &drv, Some(finished))? else {
+        let Some((old, at)) = baseline(ledger, &mut loader, &name, &drv, Some(finished))? else {
             continue;
         };
         let new_outputs = ledger.outputs_of_build(id)?;

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::verdict::Verdict;
-use super::{derivation_name, judge, render, walk, Context};
+use super::{baseline, derivation_name, judge, render, walk, Context};
 use crate::ledger::Ledger;
 use crate::nix::graph::Loader;
 use crate::Result;
@@ -50,7 +50,7 @@ pub fn summary_after_build(ledger: &Ledger, built_drvs: &[String]) -> Result<Opt
             }
             continue;
         }
-        let Some((old, at)) = ledger.previous_build(&name, drv, built_at)? else {
+        let Some((old, at)) = baseline(ledger, &mut loader, &name, drv, built_at)? else {
             continue;
         };
         rebuilt += 1;

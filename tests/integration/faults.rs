@@ -323,3 +323,67 @@ fn a_session_left_running_by_a_killed_wrapper_is_found_by_doctor_and_closed_by_f
     let rows = env.query("SELECT status FROM sessions");
     assert_eq!(rows[0]["status"], "interrupted");
 }
+
+/// `nb build` of audit-c (the chain a → b → c) with `tag` reaching all three and
+/// `greeting` reaching c alone; returns the wrapper's stderr.
+fn build_chain(env: &TestEnv, tag: &str, greeting: &str) -> String {
+    let out = run_ok(
+        Command::new(crate::util::ledger_bin())
+            .arg("build")
+            .arg("-f")
+            .arg(faults_nix())
+            .arg("c")
+            .args(["--argstr", "salt", &env.salt])
+            .args(["--argstr", "tag", tag, "--argstr", "greeting", greeting])
+            .args(["--no-link", "--option", "substituters", ""])
+            .env("NIX_LEDGER_HOME", env.home()),
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// The .drv of audit-c for a tag and greeting.
+fn chain_drv(env: &TestEnv, tag: &str, greeting: &str) -> String {
+    crate::util::instantiate(
+        &faults_nix(),
+        &[
+            "-A", "c", "--argstr", "salt", &env.salt, "--argstr", "tag", tag, "--argstr",
+            "greeting", greeting,
+        ],
+    )
+}
+
+#[test]
+fn the_summary_blames_only_what_changed_against_the_closest_earlier_build() {
+    let env = TestEnv::new("fault-closest");
+    build_chain(&env, "T1", "hello");
+    build_chain(&env, "T2", "hello");
+    // a and b of T1 are still valid: only c builds, with a new greeting. Its closest
+    // earlier build is c of T1 (same inputs), not the latest c (of T2).
+    let stderr = build_chain(&env, "T1", "bye");
+    assert!(stderr.contains("1 derivation rebuilt"), "{stderr}");
+    assert!(stderr.contains("audit-c: env greeting"), "{stderr}");
+    assert!(!stderr.contains("audit-a"), "{stderr}");
+    assert!(!stderr.contains("audit-b"), "{stderr}");
+    assert!(!stderr.contains("tag"), "{stderr}");
+    // `why` chooses the same baseline.
+    let why = env.ledger_json(&["why", &chain_drv(&env, "T1", "bye")]);
+    assert_eq!(why["against"], chain_drv(&env, "T1", "hello"), "{why:#}");
+}
+
+#[test]
+fn why_compares_an_older_build_with_one_before_it_never_after() {
+    let env = TestEnv::new("fault-before");
+    build_chain(&env, "T1", "hello");
+    build_chain(&env, "T2", "hello");
+    build_chain(&env, "T3", "hello");
+    let why = env.ledger_json(&["why", &chain_drv(&env, "T2", "hello")]);
+    assert_eq!(why["against"], chain_drv(&env, "T1", "hello"), "{why:#}");
+    // The first build has nothing before it.
+    let out = env.ledger(&["why", &chain_drv(&env, "T1", "hello")]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
