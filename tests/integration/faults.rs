@@ -387,3 +387,148 @@ fn why_compares_an_older_build_with_one_before_it_never_after() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `nix-ledger ARGS` as user nobody with `home` as its NIX_LEDGER_HOME (the binary
+/// copied where nobody may execute it).
+fn as_nobody(bin_dir: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let binary = bin_dir.join("nix-ledger");
+    if !binary.exists() {
+        std::fs::copy(crate::util::ledger_bin(), &binary).unwrap();
+        std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+    output_within(
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&binary)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("NIX_LEDGER_HOME", home),
+        PROMPT,
+    )
+}
+
+#[test]
+#[cfg_attr(not(root_tests), ignore = "needs root: runs commands as another user")]
+fn a_read_only_ledger_is_read_and_says_once_that_nothing_was_ingested() {
+    let env = TestEnv::new("fault-readonly");
+    // A ledger with one build in it, owned by nobody.
+    build_with_hook(&env, "ok", &[]);
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        bin_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        env.home(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    run_ok(
+        Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(env.home()),
+    );
+    let out = as_nobody(bin_dir.path(), env.home(), &["history"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before = String::from_utf8(out.stdout).unwrap();
+    assert!(before.contains("faults-ok"), "{before}");
+    // A new record waits in the spool, to be ingested by whoever can.
+    build_with_hook(&env, "linkOut", &[]);
+    // Read-only: the file (chmod 400), then also its directory (chmod 555).
+    let ledger = env.home().join("ledger.sqlite");
+    for (file_mode, dir_mode) in [(0o400, 0o755), (0o400, 0o555)] {
+        std::fs::set_permissions(
+            &ledger,
+            std::os::unix::fs::PermissionsExt::from_mode(file_mode),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            env.home(),
+            std::os::unix::fs::PermissionsExt::from_mode(dir_mode),
+        )
+        .unwrap();
+        for args in [
+            &["history"][..],
+            &["query", "SELECT count(*) AS n FROM builds"],
+        ] {
+            let out = as_nobody(bin_dir.path(), env.home(), args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "{args:?} ({file_mode:o}/{dir_mode:o}): {stderr}"
+            );
+            assert_eq!(stderr.matches("warning").count(), 1, "{stderr}");
+            assert!(stderr.contains("not ingested"), "{stderr}");
+        }
+        let out = as_nobody(bin_dir.path(), env.home(), &["history"]);
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), before);
+    }
+    std::fs::set_permissions(
+        env.home(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+}
+
+/// Peak resident memory of a running process, from /proc (kB → bytes).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[test]
+fn query_streams_its_rows_as_they_come_in_text_and_json() {
+    use std::io::BufRead;
+    let env = TestEnv::new("fault-stream");
+    ledger_promptly(&env, &["ingest"]);
+    const ROWS: usize = 2_000_000;
+    let sql = format!(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT {ROWS})
+         SELECT x, 'a row of the answer' AS label FROM c"
+    );
+    for json in [false, true] {
+        let mut args = vec!["query", sql.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let mut child = Command::new(crate::util::ledger_bin())
+            .args(&args)
+            .env("NIX_LEDGER_HOME", env.home())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        // The first rows arrive while the query is still running.
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "json {json}: it had already ended"
+        );
+        let mut peak = 0;
+        let mut count = 1;
+        for line in lines {
+            line.unwrap();
+            count += 1;
+            if count % 100_000 == 0 {
+                peak = peak.max(peak_rss(pid).unwrap_or(0));
+            }
+        }
+        assert!(child.wait().unwrap().success());
+        let expected = if json { ROWS + 2 } else { ROWS + 1 };
+        assert_eq!(count, expected, "json {json}: first line {first}");
+        assert!(
+            peak > 0 && peak < 64 << 20,
+            "json {json}: peak RSS {peak} bytes"
+        );
+    }
+}
