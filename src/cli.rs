@@ -37,13 +37,16 @@ enum Command {
     Test(SystemArgs),
     /// Build the system only (./result), recorded.
     BuildSystem(SystemArgs),
-    /// Recent builds, newest first.
+    /// Recent builds, newest first (the last 50 unless told otherwise).
     History {
         /// At most this many builds.
-        #[arg(long, short = 'n')]
-        limit: Option<u32>,
-        /// Only derivations whose name contains this (case-insensitive).
+        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "all")]
+        limit: u32,
+        /// Every build, however many.
         #[arg(long)]
+        all: bool,
+        /// Only derivations whose name contains this (case-insensitive).
+        #[arg(long, value_parser = non_empty)]
         name: Option<String>,
         /// Print JSON (an array of builds).
         #[arg(long)]
@@ -76,8 +79,14 @@ enum Command {
         /// The attribute of a .nix TARGET to instantiate.
         #[arg(short = 'A', long = "attr")]
         attr: Option<String>,
-        /// Compare with this .drv or output path instead of the latest recorded build of
-        /// a different derivation of the same name.
+        /// An argument of a .nix TARGET's function, as a Nix expression (repeatable).
+        #[arg(long = "arg", num_args = 2, value_names = ["NAME", "EXPR"], action = clap::ArgAction::Append)]
+        arg: Vec<String>,
+        /// An argument of a .nix TARGET's function, as a string (repeatable).
+        #[arg(long = "argstr", num_args = 2, value_names = ["NAME", "STRING"], action = clap::ArgAction::Append)]
+        argstr: Vec<String>,
+        /// Compare with this .drv or output path instead of the closest earlier recorded
+        /// build of a different derivation of the same name.
         #[arg(long)]
         against: Option<String>,
         #[arg(long)]
@@ -90,6 +99,19 @@ enum Command {
         since: Option<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Shell completions for nix-ledger and its alias nb (source them, or install them).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+        /// Only for this command name (e.g. `nb`), as a file to install; default: both.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// The man page (roff), or with --dir every page, one per command, written there.
+    Man {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
     },
     /// Check the installation: nix, the hook, the spools, the ledger, lost records.
     Doctor {
@@ -167,12 +189,54 @@ fn print_rebuild_causes(causes: &nix_ledger::Result<Option<String>>) {
     }
 }
 
+/// Whether `nb build`'s arguments ask for help (before a `--`, after which everything is
+/// Nix's).
+fn asks_for_help(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--help" || a == "-h")
+}
+
+/// `nb build --help`: nb's own help for the command first, then Nix's manual for
+/// `nix build`, whose options all pass through.
+fn build_help() -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    // Building fills in the subcommand's usage with the full command name.
+    cli.build();
+    if let Some(build) = cli.find_subcommand_mut("build") {
+        print_text(&format!(
+            "{}\nThe rest is `nix build`'s: every option below passes through.\n\n",
+            build.render_long_help()
+        ))?;
+    }
+    let status = nix_ledger::nix::command::NixCommand::nix()
+        .args(["build", "--help"])
+        .to_command()
+        .status()
+        .map_err(|source| nix_ledger::Error::Spawn {
+            program: "nix".into(),
+            source,
+        })?;
+    Ok(exit_code(status.code().unwrap_or(1)))
+}
+
 /// Parses the command line and runs it.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    match cli.command {
+        Command::Completions { shell, name } => return completions(shell, name.as_deref()),
+        Command::Man { dir } => return man(dir.as_deref()),
+        _ => {}
+    }
     let layout = Layout::from_env()?;
     match cli.command {
+        // Handled above: they read no ledger.
+        Command::Completions { .. } | Command::Man { .. } => {}
         Command::Build { args } => {
+            if asks_for_help(&args) {
+                return build_help();
+            }
             let outcome = nix_ledger::wrapper::run(
                 &layout,
                 &nix_ledger::wrapper::Request {
@@ -188,13 +252,32 @@ pub fn run() -> Result<ExitCode> {
         Command::Boot(a) => return run_system(&layout, switch::Action::Boot, a),
         Command::Test(a) => return run_system(&layout, switch::Action::Test, a),
         Command::BuildSystem(a) => return run_system(&layout, switch::Action::BuildSystem, a),
-        Command::History { limit, name, json } => {
+        Command::History {
+            limit,
+            all,
+            name,
+            json,
+        } => {
             let ledger = open_and_ingest(&layout)?;
-            let builds = report::history(&ledger, &HistoryFilter { limit, name })?;
+            // One more than shown, to tell whether there are more.
+            let shown = (!all).then_some(limit);
+            let filter = HistoryFilter {
+                limit: shown.map(|n| n.saturating_add(1)),
+                name,
+            };
+            let mut builds = report::history(&ledger, &filter)?;
+            let more = shown.is_some_and(|n| builds.len() > n as usize);
+            builds.truncate(shown.map_or(builds.len(), |n| n as usize));
             if json {
                 print_json(&builds)?;
             } else {
-                print_text(&report::render_history(&builds))?;
+                let mut text = report::render_history(&builds, filter.name.as_deref());
+                if more {
+                    text.push_str(&format!(
+                        "(the newest {limit} shown; --limit N or --all for more)\n"
+                    ));
+                }
+                print_text(&text)?;
             }
         }
         Command::Show { path, json } => {
@@ -238,13 +321,25 @@ pub fn run() -> Result<ExitCode> {
         Command::Why {
             target,
             attr,
+            arg,
+            argstr,
             against,
             json,
         } => {
             let ledger = open_and_ingest(&layout)?;
-            let new = why::resolve_target(&ledger, &target, attr.as_deref())?;
+            let pairs = |flat: Vec<String>| -> Vec<(String, String)> {
+                flat.chunks(2)
+                    .filter_map(|p| Some((p.first()?.clone(), p.get(1)?.clone())))
+                    .collect()
+            };
+            let how = why::resolve::Instantiation {
+                attr,
+                args: pairs(arg),
+                argstrs: pairs(argstr),
+            };
+            let new = why::resolve_target(&ledger, &target, &how)?;
             let old = against
-                .map(|a| why::resolve_target(&ledger, &a, None))
+                .map(|a| why::resolve_target(&ledger, &a, &Default::default()))
                 .transpose()?;
             let answer = why::why(&ledger, &new, old.as_deref())?;
             if json {
@@ -276,6 +371,71 @@ pub fn run() -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names completions are made for: the program, and the alias every installation
+/// sets up.
+const COMMAND_NAMES: [&str; 2] = ["nix-ledger", "nb"];
+
+/// `nix-ledger completions SHELL`: the script for both names (or one), generated from
+/// the clap definitions.
+fn completions(shell: clap_complete::Shell, name: Option<&str>) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let names: Vec<&str> = match name {
+        Some(name) => vec![name],
+        None => COMMAND_NAMES.to_vec(),
+    };
+    let mut script = Vec::new();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete's bash script for a name with a dash (`nix-ledger`) spells its
+        // subcommands two ways and completes none of their options. Its function works
+        // for whatever command it is registered for (it matches bash's `$1`), so the one
+        // made for `nb` serves both names.
+        clap_complete::generate(shell, &mut Cli::command(), "nb", &mut script);
+        let text: String = String::from_utf8_lossy(&script)
+            .lines()
+            .map(|line| match line.strip_suffix(" nb") {
+                Some(head) if line.trim_start().starts_with("complete -F _nb") => {
+                    format!("{head} {}\n", names.join(" "))
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        print_text(&text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for name in names {
+        clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
+    }
+    print_text(&String::from_utf8_lossy(&script))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `nix-ledger man`: the page of the command (stdout), or with a directory, a page per
+/// command written there (`nix-ledger.1`, `nix-ledger-build.1`, …).
+fn man(dir: Option<&std::path::Path>) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let Some(dir) = dir else {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cli).render(&mut page)?;
+        print_text(&String::from_utf8_lossy(&page))?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    clap_mangen::generate_to(cli, dir).map_err(|source| nix_ledger::Error::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A command-line value that must not be empty.
+fn non_empty(value: &str) -> std::result::Result<String, String> {
+    if value.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value.to_string())
+    }
 }
 
 /// Opens the ledger for a command that reads it, caught up with the spools; when it

@@ -53,17 +53,29 @@ impl SpoolRecord {
     /// write under a file-size limit leaves a fragment that the next hook's line is
     /// appended to) is recovered from its last complete record.
     pub fn parse_line(line: &[u8]) -> Result<SpoolRecord, SpoolLineError> {
+        Self::parse_line_and_damage(line).map(|(record, _)| record)
+    }
+
+    /// [`SpoolRecord::parse_line`], also saying how many bytes of a damaged fragment
+    /// came before the record, if any (they are a lost record, to be counted).
+    pub fn parse_line_and_damage(
+        line: &[u8],
+    ) -> Result<(SpoolRecord, Option<usize>), SpoolLineError> {
         match serde_json::from_slice::<SpoolRecord>(line) {
-            Ok(record) => check_version(record),
+            Ok(record) => check_version(record).map(|r| (r, None)),
             Err(first_error) => {
                 let marker = b"{\"v\":";
                 let recovered = line
                     .windows(marker.len())
                     .rposition(|w| w == marker)
                     .filter(|&at| at > 0)
-                    .and_then(|at| serde_json::from_slice::<SpoolRecord>(&line[at..]).ok());
+                    .and_then(|at| {
+                        serde_json::from_slice::<SpoolRecord>(&line[at..])
+                            .ok()
+                            .map(|r| (r, at))
+                    });
                 match recovered {
-                    Some(record) => check_version(record),
+                    Some((record, at)) => check_version(record).map(|r| (r, Some(at))),
                     None => Err(SpoolLineError::NotARecord(first_error)),
                 }
             }
@@ -111,6 +123,10 @@ mod tests {
         let mut damaged = whole[..17].to_vec();
         damaged.extend_from_slice(&whole[..whole.len() - 1]);
         assert_eq!(SpoolRecord::parse_line(&damaged).unwrap(), sample());
+        assert_eq!(
+            SpoolRecord::parse_line_and_damage(&damaged).unwrap(),
+            (sample(), Some(17))
+        );
     }
 
     #[test]

@@ -197,12 +197,19 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
                 continue;
             }
             let mut skipped = 0u64;
+            // Fragments of lost records found before a whole one on the same line.
+            let mut fragments = 0u64;
             for &(line_offset, line) in &batch {
                 report.lines += 1;
                 match ingest_line(&tx, &spool_key, line_offset as i64, line) {
-                    Ok(Recorded::Inserted(_)) => report.recorded += 1,
-                    Ok(Recorded::Merged(_)) => report.merged += 1,
-                    Ok(Recorded::AlreadyPresent(_)) => report.already_present += 1,
+                    Ok((recorded, fragment)) => {
+                        match recorded {
+                            Recorded::Inserted(_) => report.recorded += 1,
+                            Recorded::Merged(_) => report.merged += 1,
+                            Recorded::AlreadyPresent(_) => report.already_present += 1,
+                        }
+                        fragments += u64::from(fragment);
+                    }
                     Err(LineError::Skip(reason)) => {
                         skipped += 1;
                         note_problem(&tx, &spool_key, line_offset as i64, &reason, line)
@@ -211,7 +218,7 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
                     Err(LineError::Db(e)) => return Err(db_err(e)),
                 }
             }
-            report.skipped += skipped;
+            report.skipped += skipped + fragments;
             let end = batch
                 .last()
                 .map(|&(o, l)| o + l.len() as u64 + 1)
@@ -222,7 +229,7 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
                 &file_id,
                 end,
                 batch.len() as u64 - skipped,
-                skipped,
+                skipped + fragments,
             )
             .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
@@ -302,14 +309,28 @@ impl From<rusqlite::Error> for LineError {
     }
 }
 
+/// Records one spool line; also says whether a fragment of a lost record came before
+/// the record on that line (a short write), noted and to be counted as skipped.
 fn ingest_line(
     tx: &Transaction<'_>,
     spool_key: &str,
     offset: i64,
     line: &[u8],
-) -> Result<Recorded, LineError> {
+) -> Result<(Recorded, bool), LineError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let hook = SpoolRecord::parse_line(line).map_err(|e| LineError::Skip(e.to_string()))?;
+    let (hook, fragment) =
+        SpoolRecord::parse_line_and_damage(line).map_err(|e| LineError::Skip(e.to_string()))?;
+    if let Some(bytes) = fragment {
+        note_problem(
+            tx,
+            spool_key,
+            offset,
+            &format!("a fragment of {bytes} bytes (a record cut short by a failed write) before a whole record"),
+            line,
+        )?;
+    }
+    // The record's own notes go at its own offset, past the fragment.
+    let offset = offset + fragment.unwrap_or(0) as i64;
     if !is_drv_path(&hook.drv) {
         let why = hook.note.clone().unwrap_or_default();
         return Err(LineError::Skip(format!(
@@ -347,7 +368,7 @@ fn ingest_line(
             line,
         )?;
     }
-    Ok(recorded)
+    Ok((recorded, fragment.is_some()))
 }
 
 fn note_problem(

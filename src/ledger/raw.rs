@@ -34,7 +34,7 @@ impl Ledger {
             .pragma_update(None, "query_only", true)
             .map_err(|e| self.err(e))?;
         let mut stmt = self.conn.prepare(sql).map_err(bad)?;
-        if !stmt.readonly() {
+        if !stmt.readonly() && !is_pragma_read(sql) {
             return Err(Error::QueryRefused(format!(
                 "{:?} would change the ledger; query runs read-only statements only (SELECT, WITH, read-only PRAGMA)",
                 short(sql)
@@ -60,6 +60,17 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// The read form of a pragma (`PRAGMA journal_mode`, `PRAGMA table_info(builds)`): SQLite
+/// does not call every one read-only, but without `=` a pragma sets nothing, and the
+/// connection is read-only and `query_only` besides.
+fn is_pragma_read(sql: &str) -> bool {
+    let sql = sql.trim().trim_end_matches(';').trim();
+    sql.get(..6)
+        .is_some_and(|head| head.eq_ignore_ascii_case("pragma"))
+        && !sql.contains('=')
+        && !sql.contains(';')
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -15,11 +15,17 @@ pub fn history(ledger: &Ledger, filter: &HistoryFilter) -> Result<Vec<BuildEntry
     ledger.history(filter)
 }
 
-/// Plain-text rendering of a history: one build per line.
-pub fn render_history(builds: &[BuildEntry]) -> String {
+/// Plain-text rendering of a history: one build per line. `name` is the filter the
+/// builds were chosen by, if any.
+pub fn render_history(builds: &[BuildEntry], name: Option<&str>) -> String {
     let mut out = String::new();
     if builds.is_empty() {
-        out.push_str("no builds recorded yet\n");
+        match name {
+            Some(name) => out.push_str(&format!(
+                "no builds recorded of a name containing {name:?}\n"
+            )),
+            None => out.push_str("no builds recorded yet\n"),
+        }
         return out;
     }
     out.push_str(&format!(

@@ -199,6 +199,21 @@ mod tests {
     }
 
     #[test]
+    fn read_only_pragmas_answer_and_setting_ones_are_refused() {
+        let (_dir, ledger) = ledgers();
+        let mode = run(&ledger, "PRAGMA journal_mode").unwrap();
+        assert_eq!(mode.rows, vec![vec![Value::from("wal")]]);
+        let columns = run(&ledger, "pragma table_info(sessions);").unwrap();
+        assert!(columns.rows.len() > 5);
+        for sql in ["PRAGMA user_version = 3", "PRAGMA journal_mode=DELETE"] {
+            let err = run(&ledger, sql).unwrap_err();
+            assert!(matches!(err, Error::QueryRefused(_)), "{sql}: {err}");
+        }
+        let err = run(&ledger, "  ").unwrap_err().to_string();
+        assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
     fn bad_sql_is_a_one_line_error_naming_the_query() {
         let (_dir, ledger) = ledgers();
         let err = run(&ledger, "SELEC nonsense").unwrap_err().to_string();

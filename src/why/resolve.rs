@@ -15,7 +15,24 @@ use crate::{Error, Result};
 /// file or a directory with a `default.nix`, instantiated with `nix-instantiate` (`attr`
 /// is its `-A`); or a flake reference (`nix eval --raw REF.drvPath`). The result must be
 /// exactly one derivation.
-pub fn resolve_target(ledger: &Ledger, target: &str, attr: Option<&str>) -> Result<String> {
+/// How a `.nix` target is instantiated: the attribute (`-A`) and the arguments of its
+/// function (`--arg NAME EXPR`, `--argstr NAME STRING`), as `nix-instantiate` takes them.
+#[derive(Debug, Clone, Default)]
+pub struct Instantiation {
+    pub attr: Option<String>,
+    /// (name, Nix expression)
+    pub args: Vec<(String, String)>,
+    /// (name, string)
+    pub argstrs: Vec<(String, String)>,
+}
+
+impl Instantiation {
+    fn is_empty(&self) -> bool {
+        self.attr.is_none() && self.args.is_empty() && self.argstrs.is_empty()
+    }
+}
+
+pub fn resolve_target(ledger: &Ledger, target: &str, how: &Instantiation) -> Result<String> {
     let bad = |reason: &str| Error::BadTarget {
         target: target.to_string(),
         reason: reason.to_string(),
@@ -41,13 +58,19 @@ pub fn resolve_target(ledger: &Ledger, target: &str, attr: Option<&str>) -> Resu
     let as_path = Path::new(target);
     if as_path.is_file() || as_path.join("default.nix").is_file() {
         let mut command = NixCommand::program("nix-instantiate").arg(as_path);
-        if let Some(attr) = attr {
+        if let Some(attr) = &how.attr {
             command = command.args(["-A", attr]);
+        }
+        for (name, expr) in &how.args {
+            command = command.args(["--arg", name, expr]);
+        }
+        for (name, value) in &how.argstrs {
+            command = command.args(["--argstr", name, value]);
         }
         return one_drv(target, &command.output()?);
     }
-    if attr.is_some() {
-        return Err(bad("-A needs a .nix file"));
+    if !how.is_empty() {
+        return Err(bad("-A, --arg and --argstr need a .nix file"));
     }
     if target.contains('#') || target.contains(':') {
         let out = NixCommand::nix_with_flakes()

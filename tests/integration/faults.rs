@@ -532,3 +532,53 @@ fn query_streams_its_rows_as_they_come_in_text_and_json() {
         );
     }
 }
+
+#[test]
+fn why_instantiates_a_nix_file_with_arg_and_argstr() {
+    let env = TestEnv::new("fault-why-args");
+    build_chain(&env, "T1", "hello");
+    build_chain(&env, "T2", "hello");
+    let file = faults_nix();
+    let why = env.ledger_json(&[
+        "why",
+        file.to_str().unwrap(),
+        "-A",
+        "c",
+        "--argstr",
+        "salt",
+        &env.salt,
+        "--arg",
+        "tag",
+        "\"T2\"",
+        "--argstr",
+        "greeting",
+        "hello",
+    ]);
+    assert_eq!(why["target"], chain_drv(&env, "T2", "hello"), "{why:#}");
+    assert_eq!(why["against"], chain_drv(&env, "T1", "hello"), "{why:#}");
+}
+
+#[test]
+fn a_fragment_left_by_a_short_write_is_counted_as_a_lost_record() {
+    let env = TestEnv::new("fault-fragment");
+    let line = |i: usize| {
+        let hash = crate::util::fake_hash(&format!("fragment-{i}"));
+        format!(
+            "{{\"v\":1,\"t\":{},\"drv\":\"/nix/store/{hash}-fragment-{i}.drv\",\"outputs\":[]}}",
+            1_700_000_000_000u64 + i as u64
+        )
+    };
+    // Three records; the second was cut short (a failed write), and the third appended
+    // to its fragment on the same line.
+    let cut = &line(1)[..40];
+    std::fs::write(env.spool(), format!("{}\n{cut}{}\n", line(0), line(2))).unwrap();
+    let done = env.ledger_json(&["ingest"]);
+    assert_eq!(done["recorded"], 2, "{done:#}");
+    assert_eq!(done["skipped"], 1, "{done:#}");
+    let problems = env.query("SELECT reason FROM ingest_problems");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("fragment of 40 bytes"));
+}

@@ -64,7 +64,7 @@ in
       "result"
       "result-bin"
     ] (name: package.args.src.filter "${root}/${name}" "regular");
-    inherit (package.args) checkFlags;
+    inherit (package.args) checkFlags postInstall;
     inherit (package.meta) mainProgram;
     buildInputs = map toString package.args.buildInputs;
     sameAsNamed = package.outPath == outputs.packages.${system}.nix-ledger.outPath;

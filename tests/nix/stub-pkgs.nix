@@ -24,6 +24,8 @@ let
       isDarwin = builtins.match ".*-darwin" system != null;
       isLinux = builtins.match ".*-linux" system != null;
     };
+    # A native build: the platform the package is built on runs what it builds.
+    stdenv.buildPlatform.canExecute = platform: platform.system == system;
 
     runtimeShell = "${(fakeDerivation "bash-5.2").outPath}/bin/bash";
     libiconv = fakeDerivation "libiconv-1.17";
@@ -36,6 +38,8 @@ let
         executable = true;
         text = "#!${pkgs.runtimeShell}\n${text}";
       };
+
+    installShellFiles = fakeDerivation "install-shell-files";
 
     # Keeps the arguments, so the tests can check what package.nix asks for.
     rustPlatform.buildRustPackage =

@@ -30,6 +30,18 @@ fn flake_outputs_evaluate_with_stub_inputs() {
         assert_eq!(package["srcIsRepositoryRoot"], true);
         assert_eq!(package["mainProgram"], "nix-ledger");
         assert_eq!(package["checkFlags"], json!(["--skip=nix_module"]));
+        // Completions for both names and the man pages, from the built binary.
+        let post_install = str_of(package, "postInstall");
+        for piece in [
+            "for name in nix-ledger nb",
+            "completions bash --name",
+            "completions zsh --name",
+            "completions fish --name",
+            "man --dir man",
+            "installManPage",
+        ] {
+            assert!(post_install.contains(piece), "{piece}: {post_install}");
+        }
         assert_eq!(package["sameAsNamed"], true);
         assert_eq!(
             package["srcKeeps"],
