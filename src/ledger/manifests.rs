@@ -117,15 +117,9 @@ pub fn load(conn: &Connection, path: &str) -> rusqlite::Result<Option<Manifest>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::manifest::tests::write;
     use crate::store::manifest::{compute, digest};
     use std::os::unix::fs::symlink;
-    use std::path::Path;
-
-    fn write(dir: &Path, rel: &str, body: &[u8]) {
-        let path = dir.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body).unwrap();
-    }
 
     #[test]
     fn a_stored_manifest_loads_back_equal_and_is_stored_once() {

@@ -388,11 +388,12 @@ pub fn compute(path: &str, kind: ManifestKind, normalise: Vec<String>) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    fn write(dir: &Path, rel: &str, body: &[u8]) {
+    /// Writes `body` to `dir/rel`, making the directories on the way: a tree to hash.
+    pub fn write(dir: &Path, rel: &str, body: &[u8]) {
         let path = dir.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, body).unwrap();

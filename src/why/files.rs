@@ -110,14 +110,8 @@ fn entry_difference(o: &Entry, n: &Entry) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::manifest::tests::write;
     use crate::store::manifest::{digest, hash_tree, Limits};
-    use std::path::Path;
-
-    fn write(dir: &Path, rel: &str, body: &[u8]) {
-        let path = dir.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body).unwrap();
-    }
 
     #[test]
     fn diffs_name_added_removed_and_modified_paths() {

@@ -113,7 +113,10 @@ fn history_shows_the_newest_fifty_unless_told_and_refuses_nonsense() {
     assert!(text.contains("the newest 50 shown"), "{text}");
     let all = env.ledger_ok(&["history", "--all"]);
     assert_eq!(all.lines().filter(|l| l.contains(" history-")).count(), 60);
-    assert_eq!(env.history().len(), 50);
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ledger_ok(&["history", "--json"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 50);
+    assert_eq!(env.history().len(), 60);
     let none = env.ledger_ok(&["history", "--name", "no-such-name"]);
     assert!(
         none.contains("no builds recorded of a name containing"),

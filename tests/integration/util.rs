@@ -133,9 +133,9 @@ impl TestEnv {
             .clone()
     }
 
-    /// `nix-ledger history --json`, parsed.
+    /// `nix-ledger history --all --json`, parsed: every build recorded.
     pub fn history(&self) -> Vec<Value> {
-        let text = self.ledger_ok(&["history", "--json"]);
+        let text = self.ledger_ok(&["history", "--all", "--json"]);
         serde_json::from_str::<Value>(&text)
             .unwrap()
             .as_array()
