@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_manifests.sql"),
     include_str!("migrations/0003_enrichment.sql"),
+    include_str!("migrations/0007_remote_and_fleet.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
