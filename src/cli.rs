@@ -45,7 +45,20 @@ enum Command {
         /// Only derivations whose name contains this (case-insensitive).
         #[arg(long)]
         name: Option<String>,
+        /// Only builds that ran on MACHINE: a remote builder (its host or store URI) or a
+        /// fleet machine (its name, see `nix-ledger sync`).
+        #[arg(long)]
+        machine: Option<String>,
         /// Print JSON (an array of builds).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per builder (this machine and each remote builder): builds, time, transfer
+    /// overhead and speed relative to this machine.
+    Builders {
+        /// Only builds in this period before now (7d, 24h, 90m, "2 weeks").
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -185,13 +198,33 @@ pub fn run() -> Result<ExitCode> {
         Command::Boot(a) => return run_system(&layout, switch::Action::Boot, a),
         Command::Test(a) => return run_system(&layout, switch::Action::Test, a),
         Command::BuildSystem(a) => return run_system(&layout, switch::Action::BuildSystem, a),
-        Command::History { limit, name, json } => {
+        Command::History {
+            limit,
+            name,
+            machine,
+            json,
+        } => {
             let ledger = open_and_ingest(&layout)?;
-            let builds = report::history(&ledger, &HistoryFilter { limit, name })?;
+            let filter = HistoryFilter {
+                limit,
+                name,
+                machine,
+            };
+            let builds = report::history(&ledger, &filter)?;
             if json {
                 print_json(&builds)?;
             } else {
                 print_text(&report::render_history(&builds))?;
+            }
+        }
+        Command::Builders { since, json } => {
+            let since_ms = nix_ledger::time::since_ms(since.as_deref())?;
+            let ledger = open_and_ingest(&layout)?;
+            let listed = report::builders(&ledger, since_ms)?;
+            if json {
+                print_json(&listed)?;
+            } else {
+                print_text(&report::render_builders(&listed))?;
             }
         }
         Command::Show { path, json } => {

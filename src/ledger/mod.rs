@@ -13,9 +13,10 @@
 //! - [`enrich`]: what the .drv and the store say of a recorded build.
 //! - [`snapshots`], [`manifests`]: what `why` needs after garbage collection.
 //! - [`sessions`]: the wrapper's session rows.
-//! - [`queries`]: the typed reads every feature uses.
+//! - [`queries`]: the typed reads every feature uses; [`builders`]: per-builder numbers.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
+pub mod builders;
 pub mod enrich;
 pub mod ingest;
 pub mod manifests;

@@ -7,6 +7,8 @@ mod hook;
 mod layers;
 mod multi_user;
 mod nix_module;
+mod remote;
+mod servers;
 mod switch;
 mod util;
 mod why;

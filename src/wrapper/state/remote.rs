@@ -26,6 +26,7 @@ use std::collections::HashMap;
 
 use super::super::events::{activity, Field};
 use super::{RunningBuild, State};
+use crate::nix::machines::host_of;
 use crate::nix::store_path::path_name;
 
 /// Marks activity types of the builder's forwarded activities (and of copies to and from
@@ -257,12 +258,6 @@ pub fn hook_started(timing: &mut RemoteTiming, now_ms: i64) {
     timing.end_hint_ms.get_or_insert(now_ms);
 }
 
-/// A builder's store URI without its query string: `ssh-ng://b?remote-store=…` →
-/// `ssh-ng://b`, what Nix's copy activities name it by.
-pub fn host_of(machine: &str) -> &str {
-    machine.split('?').next().unwrap_or(machine)
-}
-
 impl State {
     /// The running build activity `id` belongs to: its own, or the one on a builder it
     /// was forwarded for (one more lookup only for activities not ours).
@@ -330,15 +325,6 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_builder_is_named_by_its_uri_without_the_query() {
-        assert_eq!(
-            host_of("ssh-ng://b?remote-store=local?root=/tmp/x&remote-program=/tmp/d"),
-            "ssh-ng://b"
-        );
-        assert_eq!(host_of("ssh://root@10.0.0.2"), "ssh://root@10.0.0.2");
-    }
 
     #[test]
     fn a_late_forwarded_start_is_taken_from_the_acceptance_and_the_upload() {
