@@ -104,6 +104,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Push this ledger's sessions and builds to a fleet hub on PostgreSQL and pull the
+    /// other machines' (docs/sync.md). Exit code 4: the hub could not be reached or refused.
+    Sync {
+        /// The hub: postgres://USER@HOST:PORT/DB?sslmode=… or "host=… dbname=…"; default:
+        /// NIX_LEDGER_SYNC_URL, else libpq's PG* variables. Passwords are never printed.
+        #[arg(env = "NIX_LEDGER_SYNC_URL", hide_env_values = true)]
+        url: Option<String>,
+        /// A file whose first line is the password (else the URL's, PGPASSWORD, ~/.pgpass).
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+        /// Also push and pull the .drv snapshots and manifests `why` needs.
+        #[arg(long)]
+        with_why: bool,
+        /// Seconds any one statement or batch may take.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the installation: nix, the hook, the spools, the ledger, lost records.
     Doctor {
         #[arg(long)]
@@ -291,6 +310,32 @@ pub fn run() -> Result<ExitCode> {
                 print_json(&listed)?;
             } else {
                 print_text(&why::render::rebuilds(&listed))?;
+            }
+        }
+        Command::Sync {
+            url,
+            password_file,
+            with_why,
+            timeout,
+            json,
+        } => {
+            // Smaller batches only for tests that cut a sync off mid-way.
+            let batch = std::env::var("NIX_LEDGER_SYNC_BATCH")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(nix_ledger::sync::BATCH);
+            let request = nix_ledger::sync::SyncRequest {
+                url,
+                password_file,
+                with_why,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+                batch,
+            };
+            let report = nix_ledger::sync::sync(&layout, &request)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_text(&nix_ledger::sync::render(&report))?;
             }
         }
         Command::Doctor { json } => {

@@ -12,8 +12,8 @@
 //! 3. [`store`]: the store on this machine: its database and manifests of its paths.
 //! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
 //! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
-//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `query`),
-//!    [`doctor`].
+//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `builders`,
+//!    `query`), [`doctor`], [`sync`] (the fleet hub).
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -31,6 +31,7 @@ pub mod size;
 pub mod spool;
 pub mod store;
 pub mod switch;
+pub mod sync;
 pub mod sys;
 pub mod time;
 pub mod why;

@@ -13,11 +13,13 @@
 //! - [`enrich`]: what the .drv and the store say of a recorded build.
 //! - [`snapshots`], [`manifests`]: what `why` needs after garbage collection.
 //! - [`sessions`]: the wrapper's session rows.
+//! - [`fleet`]: rows pushed to and pulled from a fleet hub (`nix-ledger sync`).
 //! - [`queries`]: the typed reads every feature uses; [`builders`]: per-builder numbers.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod builders;
 pub mod enrich;
+pub mod fleet;
 pub mod ingest;
 pub mod manifests;
 pub mod model;

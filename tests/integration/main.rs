@@ -10,6 +10,7 @@ mod nix_module;
 mod remote;
 mod servers;
 mod switch;
+mod sync;
 mod util;
 mod why;
 mod wrapper;

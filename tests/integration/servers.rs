@@ -206,3 +206,213 @@ impl Drop for LoopbackBuilder {
             .status();
     }
 }
+
+/// A PostgreSQL cluster of its own: Debian's binaries (`/usr/lib/postgresql/*/bin`),
+/// initdb'd into a temporary directory, listening on 127.0.0.1 and a socket in that
+/// directory, password authentication (scram) for everything, with a role and a
+/// database `ledger`. The server refuses to run as root: as root it runs as `postgres`
+/// (the package's user), else as nobody.
+pub struct TestPostgres {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub password: String,
+    bin: PathBuf,
+    user: Option<String>,
+    running: bool,
+}
+
+impl TestPostgres {
+    pub fn start() -> TestPostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .max_by_key(|b| {
+                b.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .expect("no /usr/lib/postgresql/*/bin/initdb: install postgresql (.ci/run does)");
+        let dir = tempfile::Builder::new()
+            .prefix("nlpg-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let user = is_root().then(|| {
+            let has_postgres = Command::new("id")
+                .args(["-u", "postgres"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if has_postgres { "postgres" } else { "nobody" }.to_string()
+        });
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(u) = &user {
+            must(Command::new("chown").arg(u).arg(dir.path()));
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let mut pg = TestPostgres {
+            port: free_port(),
+            password: format!("pw{nanos:x}"),
+            bin,
+            user,
+            running: false,
+            dir,
+        };
+        let d = pg.dir.path().to_path_buf();
+        let pwfile = d.join("superpw");
+        std::fs::write(&pwfile, "super\n").unwrap();
+        if let Some(u) = &pg.user {
+            must(Command::new("chown").arg(u).arg(&pwfile));
+        }
+        let initdb = pg
+            .as_server("initdb")
+            .arg("-D")
+            .arg(d.join("data"))
+            .args([
+                "-U",
+                "nlsuper",
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.join("data/postgresql.conf"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            conf,
+            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 40\n\
+             shared_buffers = 64MB\nmax_wal_size = 1GB",
+            pg.port,
+            d.display()
+        )
+        .unwrap();
+        drop(conf);
+        pg.pg_ctl_start();
+        pg.psql_super(
+            "postgres",
+            &format!("CREATE ROLE ledger LOGIN PASSWORD '{}'", pg.password),
+        );
+        pg.psql_super("postgres", "CREATE DATABASE ledger OWNER ledger");
+        pg
+    }
+
+    /// A command of the server's binaries, run as the server's user, in its directory.
+    fn as_server(&self, program: &str) -> Command {
+        let exe = self.bin.join(program);
+        let mut cmd = match &self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.current_dir(self.dir.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    fn pg_ctl_start(&mut self) {
+        let out = self
+            .as_server("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        assert!(out.status.success(), "pg_ctl start: {log}");
+        self.running = true;
+    }
+
+    /// Stops the server (it can be started again with [`TestPostgres::restart`]).
+    pub fn stop(&mut self) {
+        if self.running {
+            let _ = self
+                .as_server("pg_ctl")
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+                .output();
+            self.running = false;
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.pg_ctl_start();
+    }
+
+    /// Runs SQL as the superuser over the socket, in database `db`; its rows, unaligned.
+    pub fn psql_super(&self, db: &str, sql: &str) -> String {
+        self.try_psql_super(db, sql)
+            .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    }
+
+    /// As [`TestPostgres::psql_super`], the error as a value.
+    pub fn try_psql_super(&self, db: &str, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "nlsuper",
+                "-d",
+                db,
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", "super")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        match out.status.success() {
+            true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
+    }
+
+    /// The hub's URL over TCP, without the password.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://ledger@127.0.0.1:{}/ledger?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
