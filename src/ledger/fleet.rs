@@ -564,3 +564,121 @@ impl Ledger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::record::{record_build, BuildRecord, BuildStatus, Recorded, Source};
+
+    const DRV: &str = "/nix/store/jzlslynp667iba7mzkwkligqhmi9xdmh-t-a.drv";
+
+    fn pulled(local_id: i64, rev: i64) -> Pulled<BuildRow> {
+        let mut numbers = [None; 11];
+        numbers[0] = Some(1_000); // started_ms
+        numbers[1] = Some(9_000); // duration_ms
+        Pulled {
+            ledger_id: "other".into(),
+            machine: "beta".into(),
+            row: BuildRow {
+                local_id,
+                rev,
+                drv_path: DRV.into(),
+                name: "t-a".into(),
+                system: Some("x86_64-linux".into()),
+                session_local_id: None,
+                source: "wrapper".into(),
+                status: "built".into(),
+                finished_ms: 10_000,
+                timing_source: None,
+                builder: None,
+                log_tail: None,
+                numbers,
+                outputs: serde_json::json!({"out": "/nix/store/c35c2y611x7n8b6fk71av6j614nzch6c-t-a"}),
+            },
+        }
+    }
+
+    #[test]
+    fn a_pulled_build_is_stored_once_and_never_merged_with_this_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        ledger.begin_sync("hub").unwrap();
+        ledger
+            .store_pulled_builds("hub", &[pulled(7, 1)], 5)
+            .unwrap();
+        // Pulled again (a newer revision, or a sync cut off and rerun): still one row.
+        ledger
+            .store_pulled_builds("hub", &[pulled(7, 2)], 9)
+            .unwrap();
+        assert_eq!(
+            ledger.begin_sync("hub").unwrap()[1],
+            9,
+            "the watermark moved with the rows"
+        );
+        // This machine's hook record of the same .drv at the same time is its own row.
+        let tx = ledger.conn_mut().transaction().unwrap();
+        let mut hook = BuildRecord::new(DRV, Source::Hook, BuildStatus::Built, 10_000);
+        hook.hook_recorded_ms = Some(10_000);
+        assert!(matches!(
+            record_build(&tx, &hook).unwrap(),
+            Recorded::Inserted(_)
+        ));
+        tx.commit().unwrap();
+        let rows: Vec<(Option<String>, i64)> = ledger
+            .conn()
+            .prepare("SELECT origin_machine, (SELECT count(*) FROM build_outputs o WHERE o.build_id = b.id) FROM builds b ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, vec![(Some("beta".to_string()), 1), (None, 0)]);
+        // Only this machine's row is to push.
+        let to_push = ledger.builds_to_push(0, 10).unwrap();
+        assert_eq!(to_push.len(), 1);
+        assert_eq!(to_push[0].source, "hook");
+    }
+
+    #[test]
+    fn a_row_changed_after_its_push_is_pushed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        ledger.begin_sync("hub").unwrap();
+        let tx = ledger.conn_mut().transaction().unwrap();
+        let mut wrapper = BuildRecord::new(DRV, Source::Wrapper, BuildStatus::Built, 10_000);
+        wrapper.started_ms = Some(9_000);
+        record_build(&tx, &wrapper).unwrap();
+        tx.commit().unwrap();
+        let rows = ledger.builds_to_push(0, 10).unwrap();
+        ledger
+            .mark_pushed(false, &[(rows[0].local_id, rows[0].rev)])
+            .unwrap();
+        assert!(ledger.builds_to_push(0, 10).unwrap().is_empty());
+        // The hook's record merges in later: the hub's copy is out of date.
+        let tx = ledger.conn_mut().transaction().unwrap();
+        let mut hook = BuildRecord::new(DRV, Source::Hook, BuildStatus::Built, 10_100);
+        hook.hook_recorded_ms = Some(10_100);
+        hook.outputs = vec![(
+            "out".into(),
+            "/nix/store/c35c2y611x7n8b6fk71av6j614nzch6c-t-a".into(),
+        )];
+        assert!(matches!(
+            record_build(&tx, &hook).unwrap(),
+            Recorded::Merged(_)
+        ));
+        tx.commit().unwrap();
+        let again = ledger.builds_to_push(0, 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert!(again[0].rev > rows[0].rev);
+        assert_eq!(
+            again[0].outputs["out"],
+            "/nix/store/c35c2y611x7n8b6fk71av6j614nzch6c-t-a"
+        );
+        // Another hub has none of it.
+        ledger
+            .mark_pushed(false, &[(again[0].local_id, again[0].rev)])
+            .unwrap();
+        ledger.begin_sync("another hub").unwrap();
+        assert_eq!(ledger.builds_to_push(0, 10).unwrap().len(), 1);
+    }
+}

@@ -152,7 +152,9 @@ impl Ledger {
     }
 
     /// The latest successful build of a derivation named `name` other than `drv`,
-    /// finished before `before_ms` when given: (its .drv, finished at).
+    /// finished before `before_ms` when given: (its .drv, finished at). This machine's
+    /// builds only: what rebuilt here is explained against what was built here (a pulled
+    /// build's .drv is the other machine's).
     pub fn previous_build(
         &self,
         name: &str,
@@ -163,7 +165,7 @@ impl Ledger {
             .prepare_cached(
                 "SELECT b.drv_path, b.finished_ms FROM builds b JOIN derivations d USING (drv_path)
                  WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = ?4
-                   AND b.finished_ms < ?3
+                   AND b.finished_ms < ?3 AND b.origin IS NULL
                  ORDER BY b.finished_ms DESC LIMIT 1",
             )
             .and_then(|mut stmt| {
@@ -184,7 +186,7 @@ impl Ledger {
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM builds b JOIN derivations d USING (drv_path)
                  WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = ?4
-                   AND b.finished_ms < ?3)",
+                   AND b.finished_ms < ?3 AND b.origin IS NULL)",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(
@@ -286,13 +288,13 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// Successful builds finished since `since_ms`, oldest first.
+    /// This machine's successful builds finished since `since_ms`, oldest first.
     pub fn builds_since(&self, since_ms: i64) -> Result<Vec<BuiltRow>> {
         self.conn
             .prepare(
                 "SELECT b.id, b.drv_path, d.name, b.finished_ms, b.duration_ms
                  FROM builds b JOIN derivations d USING (drv_path)
-                 WHERE b.status = ?2 AND b.finished_ms >= ?1
+                 WHERE b.status = ?2 AND b.finished_ms >= ?1 AND b.origin IS NULL
                  ORDER BY b.finished_ms, b.id",
             )
             .and_then(|mut stmt| {
