@@ -325,3 +325,47 @@ fn a_wrong_password_a_stopped_or_a_silent_server_fails_in_one_line_and_changes_n
     let report = sync_ok(&env, "alpha", &pg);
     assert!(report["pushed_builds"].as_i64().unwrap() > 0, "{report}");
 }
+
+/// The .drv snapshots and manifests a ledger holds, sorted.
+fn why_rows(env: &TestEnv) -> Vec<String> {
+    let mut rows: Vec<String> = env
+        .query(
+            "SELECT drv_path AS p FROM drv_snapshots
+             UNION ALL SELECT store_path || ' ' || hex(digest) || ' ' || entries FROM manifests",
+        )
+        .iter()
+        .map(|r| r["p"].as_str().unwrap().to_string())
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn snapshots_and_manifests_stay_local_unless_synced_with_why() {
+    let pg = TestPostgres::start();
+    let (a, b) = (TestEnv::new("sync-why-a"), TestEnv::new("sync-why-b"));
+    run_ok(&mut a.graph_build(2, &[]));
+    sync_ok(&a, "alpha", &pg);
+    sync_ok(&b, "beta", &pg);
+    let theirs = why_rows(&a);
+    assert!(!theirs.is_empty());
+    assert!(
+        why_rows(&b).is_empty(),
+        "without --with-why nothing of why travels"
+    );
+    for (env, m) in [(&a, "alpha"), (&b, "beta")] {
+        let out = run_ok(&mut sync_cmd(
+            env,
+            m,
+            &pg.url(),
+            &pg.password,
+            &["--with-why", "--json"],
+        ));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["pushed_builds"], 0, "{report}");
+    }
+    assert_eq!(why_rows(&b), theirs);
+    // The manifests' entries came along whole.
+    let entries = |env: &TestEnv| count(env, "SELECT count(*) AS n FROM manifest_entries");
+    assert_eq!(entries(&b), entries(&a));
+}
