@@ -152,6 +152,17 @@ impl Ledger {
         tx.commit().map_err(|e| Error::ledger(&path, e))
     }
 
+    /// Prepares this connection for writing many rows at once (a sync): a page cache
+    /// large enough that a batch's pages are written once at commit instead of spilled
+    /// to the WAL over and over while the batch is written (20,000 pulled builds: 335,000
+    /// page writes and 15 s with SQLite's default 2 MB cache).
+    pub fn for_bulk_writes(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -256 * 1024)
+            .and_then(|()| self.conn.pragma_update(None, "temp_store", "MEMORY"))
+            .map_err(|e| self.err(e))
+    }
+
     /// The schema version this build of nix-ledger writes.
     pub fn schema_version() -> i64 {
         MIGRATIONS.len() as i64

@@ -91,6 +91,7 @@ pub fn sync(layout: &Layout, req: &SyncRequest) -> Result<SyncReport> {
         }
     }
     let mut ledger = Ledger::open(&layout.ledger)?;
+    ledger.for_bulk_writes()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
