@@ -86,9 +86,11 @@ const KNOWN: &[&str] = &[
 
 impl ConnInfo {
     /// Resolves `url` (or, when `None`, the `PG*` variables alone) with `env` as the
-    /// environment and `home` as the home directory.
+    /// environment and `home` as the home directory. The password: the URL's, else the
+    /// first line of `password_file`, else `PGPASSWORD`, else the password file.
     pub fn resolve(
         url: Option<&str>,
+        password_file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
         home: Option<&Path>,
     ) -> Result<ConnInfo> {
@@ -161,7 +163,22 @@ impl ConnInfo {
             application_name: pick("application_name", "PGAPPNAME")
                 .unwrap_or_else(|| "nix-ledger".into()),
         };
-        info.password = match given.get("password").cloned().or_else(|| env("PGPASSWORD")) {
+        let from_file = match password_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
+                    path: file.to_path_buf(),
+                    source,
+                })?;
+                Some(text.lines().next().unwrap_or("").to_string())
+            }
+            None => None,
+        };
+        info.password = match given
+            .get("password")
+            .cloned()
+            .or(from_file)
+            .or_else(|| env("PGPASSWORD"))
+        {
             Some(p) => Some(p),
             None => {
                 let file = pick("passfile", "PGPASSFILE")
@@ -385,6 +402,7 @@ mod tests {
     fn a_url_gives_every_part_and_the_password_is_never_shown() {
         let info = ConnInfo::resolve(
             Some("postgres://ledger:s%40cret@db.example:6543/fleet?sslmode=require&connect_timeout=3"),
+            None,
             &no_env,
             None,
         )
@@ -403,11 +421,21 @@ mod tests {
         assert_eq!(info.connect_timeout, Duration::from_secs(3));
         assert!(!format!("{info:?} {}", info.display()).contains("s@cret"));
         // A socket directory as the host, percent-encoded.
-        let info =
-            ConnInfo::resolve(Some("postgresql://u@%2Ftmp%2Fpg:5433/d"), &no_env, None).unwrap();
+        let info = ConnInfo::resolve(
+            Some("postgresql://u@%2Ftmp%2Fpg:5433/d"),
+            None,
+            &no_env,
+            None,
+        )
+        .unwrap();
         assert!(info.is_socket() && info.host == "/tmp/pg" && info.port == 5433);
-        assert!(ConnInfo::resolve(Some("postgres://h/d?sslcompression=1"), &no_env, None).is_err());
-        assert!(ConnInfo::resolve(Some("postgres://h/d?sslmode=maybe"), &no_env, None).is_err());
+        assert!(
+            ConnInfo::resolve(Some("postgres://h/d?sslcompression=1"), None, &no_env, None)
+                .is_err()
+        );
+        assert!(
+            ConnInfo::resolve(Some("postgres://h/d?sslmode=maybe"), None, &no_env, None).is_err()
+        );
     }
 
     #[test]
@@ -420,7 +448,7 @@ mod tests {
             "PGSSLMODE" => Some("verify-full".into()),
             _ => None,
         };
-        let info = ConnInfo::resolve(Some("dbname=team host='db 1'"), &env, None).unwrap();
+        let info = ConnInfo::resolve(Some("dbname=team host='db 1'"), None, &env, None).unwrap();
         assert_eq!(
             (
                 info.host.as_str(),
@@ -432,7 +460,7 @@ mod tests {
         );
         assert_eq!(info.password.as_deref(), Some("pw"));
         assert_eq!(info.sslmode, SslMode::VerifyFull);
-        let info = ConnInfo::resolve(None, &env, None).unwrap();
+        let info = ConnInfo::resolve(None, None, &env, None).unwrap();
         assert_eq!(
             (info.host.as_str(), info.dbname.as_str()),
             ("10.1.2.3", "ci")
@@ -450,7 +478,7 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let resolve = |url: &str| {
-            ConnInfo::resolve(Some(url), &no_env, Some(home.path()))
+            ConnInfo::resolve(Some(url), None, &no_env, Some(home.path()))
                 .unwrap()
                 .password
         };
@@ -462,5 +490,23 @@ mod tests {
         assert_eq!(resolve("host=elsewhere user=ledger"), None);
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(resolve("host=db:1 user=ledger"), None, "libpq's 0600 rule");
+        // The order: the URL's, the --password-file's, PGPASSWORD, the password file.
+        let secret = home.path().join("secret");
+        std::fs::write(&secret, "from-file\nignored\n").unwrap();
+        let env = |k: &str| (k == "PGPASSWORD").then(|| "from-env".to_string());
+        let pw = |url: &str, file: Option<&Path>| {
+            ConnInfo::resolve(Some(url), file, &env, Some(home.path()))
+                .unwrap()
+                .password
+        };
+        assert_eq!(
+            pw("postgres://u:from-url@h/d", Some(&secret)).as_deref(),
+            Some("from-url")
+        );
+        assert_eq!(
+            pw("postgres://u@h/d", Some(&secret)).as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(pw("postgres://u@h/d", None).as_deref(), Some("from-env"));
     }
 }

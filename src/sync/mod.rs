@@ -76,20 +76,12 @@ pub struct SyncReport {
 /// Syncs the ledger of `layout` with the hub of `req`.
 pub fn sync(layout: &Layout, req: &SyncRequest) -> Result<SyncReport> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    let mut info = ConnInfo::resolve(
+    let info = ConnInfo::resolve(
         req.url.as_deref(),
+        req.password_file.as_deref(),
         &|k| std::env::var(k).ok(),
         home.as_deref(),
     )?;
-    if let Some(file) = &req.password_file {
-        if info.password.is_none() || !req.url.as_deref().unwrap_or("").contains('@') {
-            let text = std::fs::read_to_string(file).map_err(|source| Error::Read {
-                path: file.clone(),
-                source,
-            })?;
-            info.password = Some(text.lines().next().unwrap_or("").to_string());
-        }
-    }
     let mut ledger = Ledger::open(&layout.ledger)?;
     ledger.for_bulk_writes()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
