@@ -162,8 +162,12 @@ impl Remotes {
         });
     }
 
-    /// Nix's own activity that forwarded activity `id` belongs to.
+    /// Nix's own activity that forwarded activity `id` belongs to. Every log line asks:
+    /// without remote builds it costs no hashing.
     pub fn own_of(&self, id: u64) -> Option<u64> {
+        if self.forwarded.is_empty() {
+            return None;
+        }
         self.forwarded.get(&id).copied()
     }
 
@@ -260,12 +264,9 @@ pub fn hook_started(timing: &mut RemoteTiming, now_ms: i64) {
 
 impl State {
     /// The running build activity `id` belongs to: its own, or the one on a builder it
-    /// was forwarded for (one more lookup only for activities not ours).
+    /// was forwarded for (one lookup per line; a second only while a builder forwards).
     pub(super) fn build_of(&mut self, id: u64) -> Option<&mut RunningBuild> {
-        let own = match self.running.contains_key(&id) {
-            true => id,
-            false => self.remotes.own_of(id)?,
-        };
+        let own = self.remotes.own_of(id).unwrap_or(id);
         self.running.get_mut(&own)
     }
 
