@@ -110,6 +110,20 @@ fn three_machines_syncing_twice_each_hold_the_union_once() {
             .all(|b| b["recorded_by"] == *other));
         let text = env.ledger_ok(&["history"]);
         assert!(text.contains(&format!("(recorded by {other})")), "{text}");
+        // Its own name picks its own builds (NIX_LEDGER_MACHINE as it syncs).
+        let out = Command::new(ledger_bin())
+            .args(["history", "--json", "--machine", m])
+            .env("NIX_LEDGER_HOME", env.home())
+            .env("NIX_LEDGER_MACHINE", m)
+            .output()
+            .unwrap();
+        let own: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(own.as_array().unwrap().len(), 3, "{own:#}");
+        assert!(own
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["recorded_by"].is_null()));
     }
     // The hub: every build once, tagged with its machine.
     let hub = pg.psql_super(
