@@ -223,6 +223,26 @@ pub struct TestPostgres {
 
 impl TestPostgres {
     pub fn start() -> TestPostgres {
+        TestPostgres::start_with(false)
+    }
+
+    /// As [`TestPostgres::start`], also accepting TLS with a self-signed certificate for
+    /// 127.0.0.1, whose copy is [`TestPostgres::root_cert`] (made with the `openssl` tool).
+    pub fn start_with_tls() -> TestPostgres {
+        TestPostgres::start_with(true)
+    }
+
+    /// The server's log (connections are logged, with their TLS state).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The server's certificate, to verify it by.
+    pub fn root_cert(&self) -> PathBuf {
+        self.dir.path().join("root.crt")
+    }
+
+    fn start_with(tls: bool) -> TestPostgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .into_iter()
@@ -302,11 +322,78 @@ impl TestPostgres {
             conf,
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 40\n\
-             shared_buffers = 64MB\nmax_wal_size = 1GB",
+             shared_buffers = 64MB\nmax_wal_size = 1GB\nlog_connections = on",
             pg.port,
             d.display()
         )
         .unwrap();
+        if tls {
+            // A CA of its own and a server certificate for 127.0.0.1 signed by it (rustls,
+            // unlike OpenSSL, takes no CA certificate as a server's).
+            let data = d.join("data");
+            let ca = |f: &str| d.join(f);
+            must(
+                Command::new("openssl")
+                    .args([
+                        "req",
+                        "-new",
+                        "-x509",
+                        "-days",
+                        "2",
+                        "-nodes",
+                        "-subj",
+                        "/CN=nix-ledger test CA",
+                    ])
+                    .arg("-keyout")
+                    .arg(ca("root.key"))
+                    .arg("-out")
+                    .arg(ca("root.crt")),
+            );
+            must(
+                Command::new("openssl")
+                    .args(["req", "-new", "-nodes", "-subj", "/CN=127.0.0.1"])
+                    .arg("-keyout")
+                    .arg(data.join("server.key"))
+                    .arg("-out")
+                    .arg(ca("server.csr")),
+            );
+            std::fs::write(
+                ca("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .unwrap();
+            must(
+                Command::new("openssl")
+                    .args(["x509", "-req", "-days", "2", "-in"])
+                    .arg(ca("server.csr"))
+                    .arg("-CA")
+                    .arg(ca("root.crt"))
+                    .arg("-CAkey")
+                    .arg(ca("root.key"))
+                    .args(["-CAcreateserial", "-extfile"])
+                    .arg(ca("ext.cnf"))
+                    .arg("-out")
+                    .arg(data.join("server.crt")),
+            );
+            std::fs::set_permissions(
+                data.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            if let Some(u) = &pg.user {
+                must(
+                    Command::new("chown")
+                        .arg(u)
+                        .arg(data.join("server.key"))
+                        .arg(data.join("server.crt")),
+                );
+            }
+            writeln!(
+                conf,
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+            )
+            .unwrap();
+        }
         drop(conf);
         pg.pg_ctl_start();
         pg.psql_super(
@@ -395,12 +482,9 @@ impl TestPostgres {
         }
     }
 
-    /// The hub's URL over TCP, without the password.
+    /// The hub's URL over TCP, without the password (libpq's default `sslmode=prefer`).
     pub fn url(&self) -> String {
-        format!(
-            "postgres://ledger@127.0.0.1:{}/ledger?sslmode=disable",
-            self.port
-        )
+        format!("postgres://ledger@127.0.0.1:{}/ledger", self.port)
     }
 }
 

@@ -383,3 +383,79 @@ fn snapshots_and_manifests_stay_local_unless_synced_with_why() {
     let entries = |env: &TestEnv| count(env, "SELECT count(*) AS n FROM manifest_entries");
     assert_eq!(entries(&b), entries(&a));
 }
+
+#[test]
+fn tls_is_used_and_verified_as_sslmode_says() {
+    let pg = TestPostgres::start_with_tls();
+    let env = TestEnv::new("sync-tls");
+    let root = pg.root_cert().display().to_string();
+    let url = |mode: &str| format!("{}?sslmode={mode}", pg.url());
+    let tls_logins = || {
+        pg.log()
+            .lines()
+            .filter(|l| {
+                l.contains("connection authorized: user=ledger") && l.contains("SSL enabled")
+            })
+            .count()
+    };
+    // require: encrypted, the certificate not checked (as libpq without a root cert).
+    run_ok(&mut sync_cmd(
+        &env,
+        "alpha",
+        &url("require"),
+        &pg.password,
+        &[],
+    ));
+    assert_eq!(tls_logins(), 1, "{}", pg.log());
+    // verify-full against the server's own certificate: checked, and it holds.
+    let full = format!("{}&sslrootcert={root}", url("verify-full"));
+    run_ok(&mut sync_cmd(&env, "alpha", &full, &pg.password, &[]));
+    // prefer (the default): TLS when the server offers it.
+    run_ok(&mut sync_cmd(&env, "alpha", &pg.url(), &pg.password, &[]));
+    assert_eq!(tls_logins(), 3, "{}", pg.log());
+    // verify-ca against another certificate: refused, exit 4, one line.
+    let other = env.home().join("other.crt");
+    must_run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "2",
+                "-nodes",
+                "-subj",
+                "/CN=other",
+            ])
+            .arg("-keyout")
+            .arg(env.home().join("other.key"))
+            .arg("-out")
+            .arg(&other),
+    );
+    let wrong = format!("{}&sslrootcert={}", url("verify-ca"), other.display());
+    let out = sync_cmd(&env, "alpha", &wrong, &pg.password, &[])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // verify-full with no root certificate anywhere: a usage error before connecting.
+    let out = sync_cmd(&env, "alpha", &url("verify-full"), &pg.password, &[])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn must_run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
