@@ -1,6 +1,6 @@
 # The part of services.nix-ledger that is the same on NixOS and nix-darwin: the
 # options, the package, the post-build-hook (and chaining a hook that was there before),
-# the shell alias and the maintenance script. nixos.nix and darwin.nix import this and
+# the shell alias and the maintenance script (with the fleet sync it may run). nixos.nix and darwin.nix import this and
 # add what depends on the service manager: creating the spool directory and
 # scheduling the maintenance job.
 {
@@ -142,6 +142,20 @@ let
       nix.settings.post-build-hook = lib.mkForce config.services.nix-ledger.hook.program;
     To keep your hook alone and not record builds, set
     services.nix-ledger.hook.enable = false.'';
+
+  # `nix-ledger sync` in the maintenance job; its failure is the job's, but only after
+  # the extra commands ran (a database outage must not stop retention).
+  syncCommand = lib.concatStringsSep " " (
+    [
+      "nix-ledger"
+      "sync"
+      (lib.escapeShellArg (toString cfg.sync.url))
+    ]
+    ++ lib.optionals (cfg.sync.passwordFile != null) [
+      "--password-file"
+      (lib.escapeShellArg cfg.sync.passwordFile)
+    ]
+  );
 in
 {
   options.services.nix-ledger = {
@@ -307,11 +321,53 @@ in
           export PATH
 
           nix-ledger ingest
+          ${lib.optionalString cfg.sync.enable ''
+            sync_status=0
+            ${syncCommand} || sync_status=$?
+          ''}
           ${cfg.maintenance.extraCommands}
+          ${lib.optionalString cfg.sync.enable ''exit "$sync_status"''}
         '';
         description = ''
           The script the maintenance job runs; set by the module, for the platform
           modules and tests.
+        '';
+      };
+    };
+
+    sync = {
+      enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Whether the maintenance job also runs `nix-ledger sync`, pushing the
+          maintenance user's ledger to a shared PostgreSQL database (the fleet hub) and
+          pulling the other machines' builds (docs/sync.md). Needs
+          {option}`services.nix-ledger.maintenance.enable`. A failed sync fails the job
+          after {option}`services.nix-ledger.maintenance.extraCommands` ran.
+        '';
+      };
+
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgres://ledger@db.example.org:5432/fleet?sslmode=verify-full";
+        description = ''
+          The hub: a `postgres://` URL or libpq `key=value` string, without a
+          password (it would land in the world-readable Nix store): use
+          {option}`services.nix-ledger.sync.passwordFile`, or a `~/.pgpass` of the
+          maintenance user.
+        '';
+      };
+
+      passwordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/secrets/nix-ledger-hub";
+        description = ''
+          A file whose first line is the hub's password, readable by the maintenance
+          user. A string, not a path, so that the secret is never copied into the Nix
+          store.
         '';
       };
     };
@@ -350,6 +406,20 @@ in
             cfg.maintenance.user == null
             || builtins.match "[A-Za-z0-9_][A-Za-z0-9_.-]*" cfg.maintenance.user != null;
           message = "services.nix-ledger.maintenance.user must be a plain user name, got `${toString cfg.maintenance.user}'.";
+        }
+        {
+          assertion = cfg.sync.enable -> (cfg.maintenance.enable && cfg.sync.url != null);
+          message = ''
+            services.nix-ledger.sync.enable needs services.nix-ledger.sync.url (the hub)
+            and services.nix-ledger.maintenance.enable: the maintenance job runs the sync.'';
+        }
+        {
+          # user:password@ in a URL: the module would put the password in the store.
+          assertion =
+            cfg.sync.url == null || builtins.match "[a-z]+://[^/@]*:[^/@]*@.*" cfg.sync.url == null;
+          message = ''
+            services.nix-ledger.sync.url contains a password, which would be readable by
+            every user in the Nix store; put it in the file services.nix-ledger.sync.passwordFile names.'';
         }
       ];
 

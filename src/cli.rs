@@ -48,7 +48,20 @@ enum Command {
         /// Only derivations whose name contains this (case-insensitive).
         #[arg(long, value_parser = non_empty)]
         name: Option<String>,
+        /// Only builds that ran on MACHINE: a remote builder (its host or store URI) or a
+        /// fleet machine (its name, see `nix-ledger sync`).
+        #[arg(long)]
+        machine: Option<String>,
         /// Print JSON (an array of builds).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per builder (this machine and each remote builder): builds, time, transfer
+    /// overhead and speed relative to this machine.
+    Builders {
+        /// Only builds in this period before now (7d, 24h, 90m, "2 weeks").
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -112,6 +125,25 @@ enum Command {
     Man {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
+    },
+    /// Push this ledger's sessions and builds to a fleet hub on PostgreSQL and pull the
+    /// other machines' (docs/sync.md). Exit code 4: the hub could not be reached or refused.
+    Sync {
+        /// The hub: postgres://USER@HOST:PORT/DB?sslmode=… or "host=… dbname=…"; default:
+        /// NIX_LEDGER_SYNC_URL, else libpq's PG* variables. Passwords are never printed.
+        #[arg(env = "NIX_LEDGER_SYNC_URL", hide_env_values = true)]
+        url: Option<String>,
+        /// A file whose first line is the password (else the URL's, PGPASSWORD, ~/.pgpass).
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+        /// Also push and pull the .drv snapshots and manifests `why` needs.
+        #[arg(long)]
+        with_why: bool,
+        /// Seconds any one statement or batch may take.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
     },
     /// Check the installation: nix, the hook, the spools, the ledger, lost records.
     Doctor {
@@ -256,6 +288,7 @@ pub fn run() -> Result<ExitCode> {
             limit,
             all,
             name,
+            machine,
             json,
         } => {
             let ledger = open_and_ingest(&layout)?;
@@ -264,6 +297,7 @@ pub fn run() -> Result<ExitCode> {
             let filter = HistoryFilter {
                 limit: shown.map(|n| n.saturating_add(1)),
                 name,
+                machine,
             };
             let mut builds = report::history(&ledger, &filter)?;
             let more = shown.is_some_and(|n| builds.len() > n as usize);
@@ -278,6 +312,16 @@ pub fn run() -> Result<ExitCode> {
                     ));
                 }
                 print_text(&text)?;
+            }
+        }
+        Command::Builders { since, json } => {
+            let since_ms = nix_ledger::time::since_ms(since.as_deref())?;
+            let ledger = open_and_ingest(&layout)?;
+            let listed = report::builders(&ledger, since_ms)?;
+            if json {
+                print_json(&listed)?;
+            } else {
+                print_text(&report::render_builders(&listed))?;
             }
         }
         Command::Show { path, json } => {
@@ -356,6 +400,32 @@ pub fn run() -> Result<ExitCode> {
                 print_json(&listed)?;
             } else {
                 print_text(&why::render::rebuilds(&listed))?;
+            }
+        }
+        Command::Sync {
+            url,
+            password_file,
+            with_why,
+            timeout,
+            json,
+        } => {
+            // Smaller batches only for tests that cut a sync off mid-way.
+            let batch = std::env::var("NIX_LEDGER_SYNC_BATCH")
+                .ok()
+                .and_then(|b| b.parse().ok())
+                .unwrap_or(nix_ledger::sync::BATCH);
+            let request = nix_ledger::sync::SyncRequest {
+                url,
+                password_file,
+                with_why,
+                timeout: std::time::Duration::from_secs(timeout.max(1)),
+                batch,
+            };
+            let report = nix_ledger::sync::sync(&layout, &request)?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_text(&nix_ledger::sync::render(&report))?;
             }
         }
         Command::Doctor { fix, json } => {

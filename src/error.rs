@@ -15,6 +15,10 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The input was understood, but the ledger has nothing recorded for it.
     pub const NOT_FOUND: i32 = 3;
+    /// `sync`: the fleet hub could not be reached or refused (connection, password, TLS,
+    /// a timeout, a server error). The local ledger is as it was, or holds what was
+    /// synced before the failure, each part complete.
+    pub const HUB: i32 = 4;
 }
 
 /// Longer inputs are cut to this many characters in messages: an error line names its
@@ -95,6 +99,9 @@ pub enum Error {
     Usage(String),
     #[error("no home directory: set HOME, XDG_STATE_HOME or NIX_LEDGER_HOME")]
     NoHome,
+    /// The fleet hub failed; the message names the hub without its password.
+    #[error("{0}")]
+    Hub(String),
 }
 
 /// The library's result type.
@@ -113,6 +120,7 @@ impl Error {
             | Error::BadDuration { .. }
             | Error::BadSize { .. } => exit::USAGE,
             Error::NotFound(_) => exit::NOT_FOUND,
+            Error::Hub(_) => exit::HUB,
             _ => exit::FAILURE,
         }
     }

@@ -4,15 +4,16 @@
 //! `nix-ledger-hook` from `hook/main.rs`) are thin entry points. Modules are in layers,
 //! each importing only from those below it (docs/architecture.md; a test checks it):
 //!
-//! 1. Base: [`error`], [`time`], [`size`], [`paths`], [`sys`] (the only `unsafe`), and
-//!    [`spool`] (the line format the hook writes and ingest reads).
+//! 1. Base: [`error`], [`time`], [`size`], [`paths`], [`sys`] (the only `unsafe`),
+//!    [`spool`] (the line format the hook writes and ingest reads), and [`machine`] (this
+//!    machine's name in a fleet).
 //! 2. [`nix`]: readers of Nix's own data (.drv files, store paths, build logs, Nix's
 //!    configuration, the derivation graph) and the `nix` command-line builder.
 //! 3. [`store`]: the store on this machine: its database and manifests of its paths.
 //! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
 //! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
-//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `query`),
-//!    [`doctor`].
+//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `builders`,
+//!    `query`), [`doctor`], [`sync`] (the fleet hub).
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -22,6 +23,7 @@ pub mod doctor;
 pub mod error;
 pub mod hook;
 pub mod ledger;
+pub mod machine;
 pub mod nix;
 pub mod paths;
 pub mod report;
@@ -29,6 +31,7 @@ pub mod size;
 pub mod spool;
 pub mod store;
 pub mod switch;
+pub mod sync;
 pub mod sys;
 pub mod time;
 pub mod why;

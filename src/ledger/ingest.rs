@@ -346,7 +346,8 @@ fn ingest_line(
 
     let earlier_finish: Option<i64> = tx
         .query_row(
-            "SELECT max(finished_ms) FROM builds WHERE drv_path = ?1 AND finished_ms < ?2",
+            "SELECT max(finished_ms) FROM builds
+             WHERE drv_path = ?1 AND finished_ms < ?2 AND origin IS NULL",
             params![hook.drv, hook.t],
             |row| row.get(0),
         )

@@ -13,10 +13,13 @@
 //! - [`enrich`]: what the .drv and the store say of a recorded build.
 //! - [`snapshots`], [`manifests`]: what `why` needs after garbage collection.
 //! - [`sessions`]: the wrapper's session rows.
-//! - [`queries`]: the typed reads every feature uses.
+//! - [`fleet`]: rows pushed to and pulled from a fleet hub (`nix-ledger sync`).
+//! - [`queries`]: the typed reads every feature uses; [`builders`]: per-builder numbers.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
+pub mod builders;
 pub mod enrich;
+pub mod fleet;
 pub mod ingest;
 pub mod manifests;
 pub mod model;
@@ -42,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_enrichment.sql"),
     include_str!("migrations/0004_bounded_manifests.sql"),
     include_str!("migrations/0005_session_pid.sql"),
+    include_str!("migrations/0006_remote_and_fleet.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -188,6 +192,17 @@ impl Ledger {
                 Ledger::schema_version()
             )))
         }
+    }
+
+    /// Prepares this connection for writing many rows at once (a sync): a page cache
+    /// large enough that a batch's pages are written once at commit instead of spilled
+    /// to the WAL over and over while the batch is written (20,000 pulled builds: 335,000
+    /// page writes and 15 s with SQLite's default 2 MB cache).
+    pub fn for_bulk_writes(&self) -> Result<()> {
+        self.conn
+            .pragma_update(None, "cache_size", -256 * 1024)
+            .and_then(|()| self.conn.pragma_update(None, "temp_store", "MEMORY"))
+            .map_err(|e| self.err(e))
     }
 
     /// The schema version this build of nix-ledger writes.

@@ -33,11 +33,19 @@ pub struct BuildEntry {
     pub status: String,
     pub source: String,
     pub session_id: Option<i64>,
+    /// The remote builder it ran on (its store URI), `None` when it ran where recorded.
     pub machine: Option<String>,
+    /// The fleet machine that recorded it, for rows pulled from the hub; `None` for this
+    /// machine's own.
+    pub recorded_by: Option<String>,
     pub peak_rss_bytes: Option<i64>,
     pub cpu_user_ms: Option<i64>,
     pub cpu_system_ms: Option<i64>,
     pub hook_recorded_at: Option<String>,
+    /// Remote builds: copying to and from the builder, and connecting to it.
+    pub upload_ms: Option<i64>,
+    pub download_ms: Option<i64>,
+    pub connect_ms: Option<i64>,
 }
 
 /// Which builds `history` lists.
@@ -46,6 +54,9 @@ pub struct HistoryFilter {
     pub limit: Option<u32>,
     /// Case-insensitive substring of the derivation name.
     pub name: Option<String>,
+    /// Only builds that ran on this machine: a remote builder (its URI, the URI without
+    /// the query, or its host), or a fleet machine by its name (builds it ran itself).
+    pub machine: Option<String>,
 }
 
 /// What the store and the ledger know of one store path.
@@ -82,7 +93,8 @@ pub struct BuiltRow {
 
 const BUILD_COLUMNS: &str = "b.id, b.drv_path, d.name, d.system, b.started_ms, b.finished_ms,
     b.duration_ms, b.status, b.source, b.session_id, b.machine, b.peak_rss_bytes,
-    b.cpu_user_ms, b.cpu_system_ms, b.hook_recorded_ms";
+    b.cpu_user_ms, b.cpu_system_ms, b.hook_recorded_ms, b.origin_machine, b.upload_ms,
+    b.download_ms, b.connect_ms";
 
 fn build_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BuildEntry> {
     Ok(BuildEntry {
@@ -97,11 +109,15 @@ fn build_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<BuildEntry> {
         status: row.get(7)?,
         source: row.get(8)?,
         session_id: row.get(9)?,
-        machine: row.get(10)?,
+        machine: row.get::<_, Option<String>>(10)?.filter(|m| !m.is_empty()),
+        recorded_by: row.get(15)?,
         peak_rss_bytes: row.get(11)?,
         cpu_user_ms: row.get(12)?,
         cpu_system_ms: row.get(13)?,
         hook_recorded_at: row.get::<_, Option<i64>>(14)?.map(rfc3339_ms),
+        upload_ms: row.get(16)?,
+        download_ms: row.get(17)?,
+        connect_ms: row.get(18)?,
     })
 }
 
@@ -138,7 +154,9 @@ impl Ledger {
 
     /// The latest successful builds of other derivations named `name` finished before
     /// `before_ms` (when given), one per .drv, newest first, at most `limit`: the
-    /// candidates for the baseline of a rebuild.
+    /// candidates for the baseline of a rebuild. This machine's builds only: what
+    /// rebuilt here is explained against what was built here (a pulled build's .drv is
+    /// the other machine's).
     pub fn earlier_builds(
         &self,
         name: &str,
@@ -151,7 +169,7 @@ impl Ledger {
                 "SELECT b.drv_path, max(b.finished_ms) AS last FROM builds b
                  JOIN derivations d USING (drv_path)
                  WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = ?4
-                   AND b.finished_ms < ?3
+                   AND b.finished_ms < ?3 AND b.origin IS NULL
                  GROUP BY b.drv_path ORDER BY last DESC LIMIT ?5",
             )
             .and_then(|mut stmt| {
@@ -178,7 +196,7 @@ impl Ledger {
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM builds b JOIN derivations d USING (drv_path)
                  WHERE d.name = ?1 AND b.drv_path != ?2 AND b.status = ?4
-                   AND b.finished_ms < ?3)",
+                   AND b.finished_ms < ?3 AND b.origin IS NULL)",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(
@@ -280,13 +298,13 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// Successful builds finished since `since_ms`, oldest first.
+    /// This machine's successful builds finished since `since_ms`, oldest first.
     pub fn builds_since(&self, since_ms: i64) -> Result<Vec<BuiltRow>> {
         self.conn
             .prepare(
                 "SELECT b.id, b.drv_path, d.name, b.finished_ms, b.duration_ms
                  FROM builds b JOIN derivations d USING (drv_path)
-                 WHERE b.status = ?2 AND b.finished_ms >= ?1
+                 WHERE b.status = ?2 AND b.finished_ms >= ?1 AND b.origin IS NULL
                  ORDER BY b.finished_ms, b.id",
             )
             .and_then(|mut stmt| {
@@ -315,20 +333,49 @@ impl Ledger {
         Ok(())
     }
 
+    /// The remote builders builds were recorded on: their store URIs.
+    pub fn builder_machines(&self) -> Result<Vec<String>> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT machine FROM builds WHERE machine IS NOT NULL AND machine != ''",
+            )
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// Recent builds, newest first.
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<BuildEntry>> {
         let sql = format!(
             "SELECT {BUILD_COLUMNS} FROM builds b JOIN derivations d ON d.drv_path = b.drv_path
-             WHERE ?1 IS NULL OR instr(lower(d.name), lower(?1)) > 0
+             WHERE (?1 IS NULL OR instr(lower(d.name), lower(?1)) > 0)
+               AND (?3 IS NULL
+                    OR b.machine IN (SELECT value FROM json_each(?4))
+                    OR (NULLIF(b.machine, '') IS NULL
+                        AND (b.origin_machine = ?3 OR (b.origin IS NULL AND ?5))))
              ORDER BY b.finished_ms DESC, b.id DESC LIMIT ?2"
         );
         let limit = filter.limit.map(i64::from).unwrap_or(-1);
+        // A builder is matched by any of its names, so its URIs are found here first.
+        let (builders, here) = match &filter.machine {
+            Some(name) => (
+                self.builder_machines()?
+                    .into_iter()
+                    .filter(|m| crate::nix::machines::names(m, name))
+                    .collect(),
+                *name == crate::machine::this_machine(),
+            ),
+            None => (Vec::new(), false),
+        };
+        let builders = serde_json::to_string(&builders).unwrap_or_else(|_| "[]".into());
         let mut builds: Vec<BuildEntry> = self
             .conn
             .prepare(&sql)
             .and_then(|mut stmt| {
-                stmt.query_map(params![filter.name, limit], build_from_row)?
-                    .collect()
+                stmt.query_map(
+                    params![filter.name, limit, filter.machine, builders, here],
+                    build_from_row,
+                )?
+                .collect()
             })
             .map_err(|e| self.err(e))?;
         self.attach_outputs(&mut builds)?;

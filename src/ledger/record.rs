@@ -30,7 +30,12 @@ pub struct BuildRecord {
     pub finished_ms: i64,
     /// Where the start/finish times came from; `None` when unknown.
     pub timing_source: Option<TimingSource>,
+    /// The remote builder (its store URI, as Nix names it); `None` for this machine.
     pub machine: Option<String>,
+    /// Remote builds: time copying inputs to the builder, outputs back, and connecting.
+    pub upload_ms: Option<i64>,
+    pub download_ms: Option<i64>,
+    pub connect_ms: Option<i64>,
     pub peak_rss_bytes: Option<i64>,
     pub cpu_user_ms: Option<i64>,
     pub cpu_system_ms: Option<i64>,
@@ -63,6 +68,9 @@ impl BuildRecord {
             finished_ms,
             timing_source: None,
             machine: None,
+            upload_ms: None,
+            download_ms: None,
+            connect_ms: None,
             peak_rss_bytes: None,
             cpu_user_ms: None,
             cpu_system_ms: None,
@@ -104,7 +112,8 @@ pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result
     if let Some(hook_ms) = rec.hook_recorded_ms {
         let existing: Option<i64> = tx
             .query_row(
-                "SELECT id FROM builds WHERE drv_path = ?1 AND hook_recorded_ms = ?2",
+                "SELECT id FROM builds WHERE drv_path = ?1 AND hook_recorded_ms = ?2
+                   AND origin IS NULL",
                 params![rec.drv_path, hook_ms],
                 |row| row.get(0),
             )
@@ -163,7 +172,7 @@ fn find_wrapper_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Re
     tx.prepare_cached(
         "SELECT id FROM builds
          WHERE drv_path = ?1 AND source = ?5 AND status = ?6
-           AND hook_recorded_ms IS NULL
+           AND hook_recorded_ms IS NULL AND origin IS NULL
            AND finished_ms BETWEEN ?2 - ?3 AND ?2 + ?4
          ORDER BY abs(finished_ms - ?2) LIMIT 1",
     )?
@@ -189,7 +198,7 @@ fn find_hook_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
     }
     tx.prepare_cached(
         "SELECT id FROM builds
-         WHERE drv_path = ?1 AND source = ?5 AND session_id IS NULL
+         WHERE drv_path = ?1 AND source = ?5 AND session_id IS NULL AND origin IS NULL
            AND hook_recorded_ms BETWEEN ?2 - ?4 AND ?2 + ?3
          ORDER BY abs(hook_recorded_ms - ?2) LIMIT 1",
     )?
@@ -214,8 +223,10 @@ fn insert(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<i64> {
     tx.prepare_cached(
         "INSERT INTO builds (drv_path, session_id, source, status, started_ms, finished_ms,
              duration_ms, timing_source, machine, peak_rss_bytes, cpu_user_ms, cpu_system_ms,
-             log_lines, log_tail, hook_recorded_ms, spool_key, spool_offset)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             log_lines, log_tail, hook_recorded_ms, spool_key, spool_offset, upload_ms,
+             download_ms, connect_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+             ?18, ?19, ?20)",
     )?
     .execute(params![
         rec.drv_path,
@@ -235,6 +246,9 @@ fn insert(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<i64> {
         rec.hook_recorded_ms,
         spool_key,
         spool_offset,
+        rec.upload_ms,
+        rec.download_ms,
+        rec.connect_ms,
     ])?;
     Ok(tx.last_insert_rowid())
 }
@@ -267,7 +281,10 @@ fn merge_into(tx: &Transaction<'_>, id: i64, rec: &BuildRecord) -> rusqlite::Res
                      cpu_user_ms = COALESCE(?10, cpu_user_ms),
                      cpu_system_ms = COALESCE(?11, cpu_system_ms),
                      log_lines = COALESCE(?12, log_lines),
-                     log_tail = COALESCE(?13, log_tail)
+                     log_tail = COALESCE(?13, log_tail),
+                     upload_ms = COALESCE(?15, upload_ms),
+                     download_ms = COALESCE(?16, download_ms),
+                     connect_ms = COALESCE(?17, connect_ms)
                  WHERE id = ?1",
             )?
             .execute(params![
@@ -285,6 +302,9 @@ fn merge_into(tx: &Transaction<'_>, id: i64, rec: &BuildRecord) -> rusqlite::Res
                 rec.log_lines,
                 rec.log_tail,
                 Source::Wrapper.as_str(),
+                rec.upload_ms,
+                rec.download_ms,
+                rec.connect_ms,
             ])?;
         }
     }

@@ -174,7 +174,8 @@ impl Ledger {
         self.conn
             .prepare(
                 "SELECT id, started_ms, pid FROM sessions
-                 WHERE status = ?1 AND (hostname IS ?2 OR hostname IS NULL) ORDER BY id",
+                 WHERE status = ?1 AND (hostname IS ?2 OR hostname IS NULL) AND origin IS NULL
+                 ORDER BY id",
             )
             .and_then(|mut stmt| {
                 stmt.query_map(params![SessionStatus::Running.as_str(), hostname], |r| {

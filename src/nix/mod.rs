@@ -7,5 +7,6 @@ pub mod command;
 pub mod config;
 pub mod drv;
 pub mod graph;
+pub mod machines;
 pub mod nixbase32;
 pub mod store_path;

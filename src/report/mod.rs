@@ -1,4 +1,4 @@
-//! Reports over the ledger: `history`, `show` and read-only `query`. Each report is a
+//! Reports over the ledger: `history`, `show`, `builders` and read-only `query`. Each report is a
 //! serialisable value (what `--json` prints) with a plain-text rendering for people.
 
 pub mod query;
@@ -8,7 +8,22 @@ use crate::size::human_bytes;
 use crate::time::human_duration_ms;
 use crate::Result;
 
+pub use crate::ledger::builders::BuilderStats;
 pub use crate::ledger::queries::{BuildEntry, HistoryFilter, Output, ShowReport, StorePathEntry};
+use crate::nix::machines::label;
+
+/// Where a build ran, as people read it: `on <builder>`, `by <fleet machine>`, both, or
+/// nothing for this machine's own local builds.
+fn whereabouts(b: &BuildEntry) -> String {
+    let mut text = String::new();
+    if let Some(m) = &b.machine {
+        text.push_str(&format!("  on {}", label(m)));
+    }
+    if let Some(by) = &b.recorded_by {
+        text.push_str(&format!("  (recorded by {by})"));
+    }
+    text
+}
 
 /// Recent builds, newest first.
 pub fn history(ledger: &Ledger, filter: &HistoryFilter) -> Result<Vec<BuildEntry>> {
@@ -43,8 +58,11 @@ pub fn render_history(builds: &[BuildEntry], name: Option<&str>) -> String {
             .map(human_duration_ms)
             .unwrap_or_else(|| "?".into());
         out.push_str(&format!(
-            "{finished:<20}  {duration:>8}  {:<11}  {:<7}  {}\n",
-            b.status, b.source, b.name
+            "{finished:<20}  {duration:>8}  {:<11}  {:<7}  {}{}\n",
+            b.status,
+            b.source,
+            b.name,
+            whereabouts(b)
         ));
     }
     out
@@ -87,10 +105,66 @@ pub fn render_show(report: &ShowReport) -> String {
             .peak_rss_bytes
             .map(|n| format!("  peak {}", human_bytes(n)))
             .unwrap_or_default();
+        let copies = match (b.upload_ms, b.download_ms) {
+            (Some(up), Some(down)) => format!("  copies {}", human_duration_ms(up + down)),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "    {}  {:>8}  {:<11} {}{rss}\n",
-            b.finished_at, duration, b.status, b.source
+            "    {}  {:>8}  {:<11} {}{rss}{copies}{}\n",
+            b.finished_at,
+            duration,
+            b.status,
+            b.source,
+            whereabouts(b)
         ));
+    }
+    out
+}
+
+/// Per-builder numbers of this ledger's builds (see [`BuilderStats`]).
+pub fn builders(ledger: &Ledger, since_ms: i64) -> Result<BuildersReport> {
+    Ok(BuildersReport {
+        machine: crate::machine::this_machine(),
+        builders: ledger.builder_stats(since_ms)?,
+    })
+}
+
+/// What `nix-ledger builders` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildersReport {
+    /// This machine's fleet name (the builder whose `machine` is null).
+    pub machine: String,
+    pub builders: Vec<BuilderStats>,
+}
+
+/// Plain-text rendering of [`builders`]: one line per builder.
+pub fn render_builders(report: &BuildersReport) -> String {
+    let mut out = format!(
+        "{:<24}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>7}\n",
+        "BUILDER", "BUILDS", "FAILED", "TOTAL", "MEDIAN", "OVERHEAD", "SPEED"
+    );
+    for b in &report.builders {
+        let name = match &b.machine {
+            Some(m) => label(m).to_string(),
+            None => format!("{} (here)", report.machine),
+        };
+        let ms = |v: Option<i64>| v.map(human_duration_ms).unwrap_or_else(|| "-".into());
+        let speed = match (&b.machine, b.speed_vs_local) {
+            (None, _) => "1.00x".to_string(),
+            (Some(_), Some(s)) => format!("{s:.2}x"),
+            (Some(_), None) => "?".to_string(),
+        };
+        out.push_str(&format!(
+            "{name:<24}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {speed:>7}\n",
+            b.builds,
+            b.failed,
+            human_duration_ms(b.total_ms),
+            ms(b.median_ms),
+            ms(b.overhead_per_build_ms),
+        ));
+    }
+    if report.builders.is_empty() {
+        out.push_str("no builds recorded yet\n");
     }
     out
 }

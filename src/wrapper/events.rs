@@ -17,11 +17,13 @@ pub const PREFIX: &[u8] = b"@nix ";
 pub mod activity {
     pub const COPY_PATH: u64 = 100;
     pub const FILE_TRANSFER: u64 = 101;
+    pub const REALISE: u64 = 102;
     pub const COPY_PATHS: u64 = 103;
     pub const BUILDS: u64 = 104;
     pub const BUILD: u64 = 105;
     pub const SUBSTITUTE: u64 = 108;
     pub const POST_BUILD_HOOK: u64 = 110;
+    pub const BUILD_WAITING: u64 = 111;
 }
 
 /// Result types (`result.type`) the wrapper acts on.

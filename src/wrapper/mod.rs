@@ -17,6 +17,7 @@
 //! - [`events`]: parsing the JSON log.
 //! - [`builddir`]: where Nix builds, and which build user runs a build.
 //! - [`state`]: what the log says happened.
+//!   [`state::remote`]: builds on remote builders, and the activities they forward.
 //! - [`progress`]: rendering on stderr.
 //! - [`sampler`]: memory and CPU of running builds.
 //! - `record`: the early record and the end of the session.
@@ -29,6 +30,7 @@ pub mod events;
 pub mod progress;
 pub mod reader;
 mod record;
+
 pub mod sampler;
 pub mod session;
 pub mod state;

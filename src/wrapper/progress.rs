@@ -291,6 +291,7 @@ mod tests {
             drv_path: "/nix/store/x-a.drv".into(),
             name: "a".into(),
             machine: None,
+            remote: None,
             started_ms: 0,
             finished_ms: 1_500,
             log_lines: 12,

@@ -24,6 +24,11 @@ fn build_record(session_id: i64, b: &FinishedBuild) -> BuildRecord {
     rec.started_ms = Some(b.started_ms);
     rec.timing_source = Some(TimingSource::Wrapper);
     rec.machine = b.machine.clone();
+    if let Some(r) = &b.remote {
+        rec.upload_ms = Some(r.upload_ms);
+        rec.download_ms = Some(r.download_ms);
+        rec.connect_ms = r.connect_ms;
+    }
     rec.log_lines = Some(b.log_lines as i64);
     rec.log_tail = log_tail(b);
     if let Some(u) = b.usage {
@@ -117,6 +122,7 @@ mod tests {
             drv_path: drv.into(),
             name: "t-a".into(),
             machine: None,
+            remote: None,
             started_ms: start,
             finished_ms: stop,
             log_lines: 1,

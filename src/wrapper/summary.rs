@@ -100,6 +100,7 @@ mod tests {
             drv_path: format!("/nix/store/x-{name}.drv"),
             name: name.into(),
             machine: None,
+            remote: None,
             started_ms: 0,
             finished_ms: ms,
             log_lines: 0,

@@ -12,7 +12,7 @@ use crate::util::repo;
 /// The layer of each top-level module of the library; higher numbers are higher layers.
 fn layer(module: &str) -> Option<u8> {
     Some(match module {
-        "error" | "time" | "size" | "paths" | "sys" | "spool" => 0,
+        "error" | "time" | "size" | "paths" | "sys" | "spool" | "machine" => 0,
         "nix" => 1,
         "store" => 2,
         "ledger" => 3,

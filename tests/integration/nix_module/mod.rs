@@ -16,7 +16,7 @@
 //! values.
 //!
 //! Modules by area: [`parses`] (every file), [`options`], [`spool`], [`maintenance`],
-//! [`hook_chain`] (an existing post-build-hook), [`flake`], [`real`].
+//! [`hook_chain`] (an existing post-build-hook), [`sync`] (the fleet hub), [`flake`], [`real`].
 
 mod flake;
 mod hook_chain;
@@ -25,6 +25,7 @@ mod options;
 mod parses;
 mod real;
 mod spool;
+mod sync;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -25,6 +25,9 @@ fn every_option_has_a_description() {
             "services.nix-ledger.maintenance.enable",
             "services.nix-ledger.maintenance.user",
             "services.nix-ledger.maintenance.extraCommands",
+            "services.nix-ledger.sync.enable",
+            "services.nix-ledger.sync.url",
+            "services.nix-ledger.sync.passwordFile",
         ] {
             assert!(paths.contains(&expected), "{platform}: no {expected}");
         }

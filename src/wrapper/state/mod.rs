@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use super::builddir::BuildRoots;
 use super::events::{activity, result, Event, Field};
+use remote::{RemoteTiming, Remotes, FORWARDED};
+
+pub mod remote;
 use super::sampler::Usage;
 use crate::ledger::model::BuildStatus;
 use crate::nix::store_path::path_name;
@@ -63,6 +66,8 @@ pub struct RunningBuild {
     pub phase: Option<String>,
     /// The average duration of this name's earlier builds, from the ledger.
     pub expected_ms: Option<i64>,
+    /// On a remote builder: what the log said of it there.
+    pub remote: Option<RemoteTiming>,
 }
 
 impl RunningBuild {
@@ -74,12 +79,18 @@ impl RunningBuild {
         pending: bool,
         interrupted: bool,
     ) -> FinishedBuild {
+        // A remote build's time is its build's on the builder, without the copies.
+        let (started_ms, finished_ms) = match &self.remote {
+            Some(r) => r.span(now_ms),
+            None => (self.started_ms, now_ms),
+        };
         FinishedBuild {
             drv_path: self.drv_path,
             name: self.name,
             machine: self.machine,
-            started_ms: self.started_ms,
-            finished_ms: now_ms,
+            remote: self.remote,
+            started_ms,
+            finished_ms,
             log_lines: self.log_lines,
             tail: self.tail,
             status,
@@ -96,6 +107,7 @@ pub struct FinishedBuild {
     pub drv_path: String,
     pub name: String,
     pub machine: Option<String>,
+    pub remote: Option<RemoteTiming>,
     pub started_ms: i64,
     pub finished_ms: i64,
     pub log_lines: u64,
@@ -164,6 +176,8 @@ pub struct State {
     accounted: u64,
     /// Where Nix creates build directories.
     build_roots: BuildRoots,
+    /// Which activities belong to builds on remote builders.
+    remotes: Remotes,
 }
 
 impl State {
@@ -177,16 +191,43 @@ impl State {
         match event {
             Event::LogLine { id, ty, line } => self.line(*id, *ty, line),
             Event::Result { id, ty, fields } => self.result(*id, *ty, fields, now_ms),
-            Event::Start { id, ty, fields, .. } => {
+            Event::Start {
+                id,
+                ty,
+                fields,
+                text,
+                ..
+            } => {
                 self.activity_types.insert(*id, *ty);
                 match *ty {
                     activity::BUILD => {
-                        let drv_path = fields.first().and_then(Field::as_str)?.to_string();
+                        let drv = fields.first().and_then(Field::as_str)?;
                         let machine = fields
                             .get(1)
                             .and_then(Field::as_str)
                             .filter(|m| !m.is_empty())
                             .map(str::to_string);
+                        let remote = match &machine {
+                            Some(m) => Some(self.remotes.accepted(*id, drv, m, now_ms)),
+                            None => match self.remotes.forwarded_of(drv) {
+                                // The builder's own activity: it times the remote build,
+                                // and is never a build (nor sampled) of its own.
+                                Some(own) => {
+                                    self.activity_types.insert(*id, *ty | FORWARDED);
+                                    if let Some(t) =
+                                        self.running.get_mut(&own).and_then(|b| b.remote.as_mut())
+                                    {
+                                        self.remotes.forward_started(*id, own, t, now_ms);
+                                    }
+                                    return None;
+                                }
+                                None => {
+                                    self.remotes.dispatched();
+                                    None
+                                }
+                            },
+                        };
+                        let drv_path = drv.to_string();
                         self.running.insert(
                             *id,
                             RunningBuild {
@@ -199,6 +240,7 @@ impl State {
                                 tail: Tail::default(),
                                 phase: None,
                                 expected_ms: None,
+                                remote,
                             },
                         );
                         Some(Notice::Started(*id))
@@ -207,6 +249,11 @@ impl State {
                         // The hook runs only after a successful build: that build is done.
                         if let Some(drv) = fields.first().and_then(Field::as_str) {
                             if let Some(id) = self.running_id(drv) {
+                                if let Some(t) =
+                                    self.running.get_mut(&id).and_then(|b| b.remote.as_mut())
+                                {
+                                    remote::hook_started(t, now_ms);
+                                }
                                 self.finish(id, now_ms, BuildStatus::Built);
                                 if let Some(b) = self.finished.last_mut() {
                                     b.pending = false;
@@ -222,11 +269,17 @@ impl State {
                         }
                         None
                     }
-                    _ => None,
+                    _ => {
+                        self.remote_activity(*id, *ty, fields, text, now_ms);
+                        None
+                    }
                 }
             }
             Event::Stop { id } => {
                 self.activity_types.remove(id);
+                if self.remotes.watching() {
+                    self.remote_stop(*id, now_ms);
+                }
                 if let Some((path, started_ms)) = self.substituting.remove(id) {
                     self.substituted.push(Substitution {
                         path,
@@ -256,7 +309,7 @@ impl State {
         if ty == result::POST_BUILD_LOG_LINE {
             return Some(Notice::HookLine(line));
         }
-        let build = self.running.get_mut(&id)?;
+        let build = self.build_of(id)?;
         build.log_lines += 1;
         build.tail.push(line);
         Some(Notice::LogLine {
@@ -275,7 +328,7 @@ impl State {
         match ty {
             result::BUILD_LOG_LINE => {
                 let line = fields.first().and_then(Field::as_str)?;
-                let build = self.running.get_mut(&id)?;
+                let build = self.build_of(id)?;
                 build.log_lines += 1;
                 build.tail.push(line);
                 Some(Notice::LogLine {
@@ -288,7 +341,7 @@ impl State {
             }
             result::SET_PHASE => {
                 let phase = fields.first().and_then(Field::as_str)?;
-                if let Some(build) = self.running.get_mut(&id) {
+                if let Some(build) = self.build_of(id) {
                     build.phase = Some(phase.to_string());
                 }
                 None
@@ -366,6 +419,9 @@ impl State {
             return;
         };
         self.accounted += 1;
+        if build.remote.is_some() {
+            self.remotes.ended();
+        }
         let interrupted = self.interrupted_ms.is_some();
         let index = self.finished.len();
         if interrupted {
@@ -401,11 +457,12 @@ impl State {
             return;
         }
         let mut gone: Vec<(Instant, u64)> = Vec::new();
-        let mut remote: Vec<(Instant, u64)> = Vec::new();
+        let mut remote: Vec<(bool, Instant, u64)> = Vec::new();
         let mut still_there: Vec<(Instant, u64)> = Vec::new();
         for (id, b) in &self.running {
-            if b.machine.is_some() {
-                remote.push((b.started, *id));
+            if let Some(r) = &b.remote {
+                // A build whose forwarded activity stopped has ended on the builder.
+                remote.push((r.build_finished_ms.is_none(), b.started, *id));
             } else if !self
                 .build_roots
                 .dirs(&b.name, Some(b.started_ms))
@@ -423,7 +480,7 @@ impl State {
         still_there.sort();
         let ended: Vec<u64> = gone
             .into_iter()
-            .chain(remote)
+            .chain(remote.into_iter().map(|(_, at, id)| (at, id)))
             .chain(still_there)
             .take(count as usize)
             .map(|(_, id)| id)
@@ -461,6 +518,7 @@ impl State {
             stopped: Vec::new(),
             accounted: 0,
             build_roots,
+            remotes: Remotes::default(),
         }
     }
 
@@ -496,160 +554,4 @@ impl State {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::super::events::{parse_line, Line};
-    use super::*;
-
-    fn feed(state: &mut State, line: &str, t: i64) {
-        let Line::Event(event) = parse_line(line.as_bytes()) else {
-            panic!("{line}")
-        };
-        state.apply(&event, Instant::now(), t);
-    }
-
-    const DRV: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-t-a.drv";
-
-    #[test]
-    fn a_build_is_timed_from_start_to_stop_and_counts_its_log() {
-        let mut s = State::new(BuildRoots::default());
-        feed(
-            &mut s,
-            r#"@nix {"action":"start","id":1,"type":104,"fields":[],"text":"","level":0,"parent":0}"#,
-            0,
-        );
-        feed(
-            &mut s,
-            &format!(
-                r#"@nix {{"action":"start","id":2,"type":105,"fields":["{DRV}","ssh://b",1,1],"text":"","level":3,"parent":1}}"#
-            ),
-            1_000,
-        );
-        for i in 0..30 {
-            feed(
-                &mut s,
-                &format!(r#"@nix {{"action":"result","id":2,"type":101,"fields":["line {i}"]}}"#),
-                1_500,
-            );
-        }
-        feed(
-            &mut s,
-            r#"@nix {"action":"result","id":1,"type":105,"fields":[1,3,0,0]}"#,
-            1_900,
-        );
-        feed(&mut s, r#"@nix {"action":"stop","id":2}"#, 3_000);
-        assert_eq!(
-            s.builds,
-            Counts {
-                done: 1,
-                expected: 3,
-                running: 0,
-                failed: 0
-            }
-        );
-        // Nix 2.8 stops the activity only at the very end: the done counter says when
-        // the (remote, so directory-less) build ended.
-        let b = &s.finished[0];
-        assert_eq!(
-            (b.name.as_str(), b.duration_ms(), b.log_lines),
-            ("t-a", 900, 30)
-        );
-        assert_eq!(b.machine.as_deref(), Some("ssh://b"));
-        assert_eq!(b.tail.lines().count(), TAIL_LINES);
-        assert_eq!(b.tail.lines().last(), Some("line 29"));
-        assert!(b.pending);
-        assert_eq!(s.finished.len(), 1);
-        s.settle(2_500, false);
-        assert!(s.settled.is_empty());
-        s.settle(2_900, false);
-        assert_eq!(s.settled, vec![0]);
-        assert_eq!(s.finished[0].status, BuildStatus::Built);
-    }
-
-    #[test]
-    fn a_build_whose_directory_still_exists_is_not_the_one_that_ended() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("nix-build-t-b.drv-0")).unwrap();
-        let mut s = State::new(BuildRoots::new(vec![root.path().into()]));
-        let b = DRV.replace("t-a", "t-b");
-        feed(
-            &mut s,
-            r#"@nix {"action":"start","id":1,"type":104,"fields":[],"text":"","level":0,"parent":0}"#,
-            0,
-        );
-        feed(
-            &mut s,
-            &format!(
-                r#"@nix {{"action":"start","id":2,"type":105,"fields":["{DRV}","",1,1],"text":"","level":3,"parent":1}}"#
-            ),
-            0,
-        );
-        feed(
-            &mut s,
-            &format!(
-                r#"@nix {{"action":"start","id":3,"type":105,"fields":["{b}","",1,1],"text":"","level":3,"parent":1}}"#
-            ),
-            0,
-        );
-        feed(
-            &mut s,
-            r#"@nix {"action":"result","id":1,"type":105,"fields":[1,2,1,0]}"#,
-            500,
-        );
-        assert_eq!(s.finished.len(), 1);
-        assert_eq!(s.finished[0].name, "t-a");
-        assert_eq!(s.running.len(), 1);
-        // The real stops at the end change nothing for the build already ended.
-        feed(&mut s, r#"@nix {"action":"stop","id":2}"#, 9_000);
-        feed(&mut s, r#"@nix {"action":"stop","id":3}"#, 9_000);
-        assert_eq!(s.finished[0].finished_ms, 500);
-        assert_eq!(s.finished[1].finished_ms, 9_000);
-    }
-
-    #[test]
-    fn an_error_message_naming_a_stopped_build_marks_it_failed() {
-        let mut s = State::new(BuildRoots::default());
-        feed(
-            &mut s,
-            &format!(
-                r#"@nix {{"action":"start","id":2,"type":105,"fields":["{DRV}","",1,1],"text":"","level":3,"parent":0}}"#
-            ),
-            0,
-        );
-        feed(&mut s, r#"@nix {"action":"stop","id":2}"#, 100);
-        feed(
-            &mut s,
-            &format!(
-                r#"@nix {{"action":"msg","level":0,"msg":"\u001b[31;1merror:\u001b[0m builder for '\u001b[35;1m{DRV}\u001b[0m' failed with exit code 3"}}"#
-            ),
-            120,
-        );
-        assert_eq!(s.finished[0].status, BuildStatus::Failed);
-        assert_eq!(s.settled, vec![0]);
-        s.settle(10_000, true);
-        assert_eq!(s.settled, vec![0]);
-    }
-
-    #[test]
-    fn substitutions_and_download_bytes_are_counted() {
-        let mut s = State::new(BuildRoots::default());
-        feed(
-            &mut s,
-            r#"@nix {"action":"start","id":7,"type":108,"fields":["/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-x","file:///c"],"text":"","level":4,"parent":0}"#,
-            0,
-        );
-        feed(
-            &mut s,
-            r#"@nix {"action":"start","id":8,"type":100,"fields":["/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-x","file:///c","local"],"text":"","level":4,"parent":7}"#,
-            0,
-        );
-        feed(
-            &mut s,
-            r#"@nix {"action":"result","id":8,"type":105,"fields":[4096,4096,0,0]}"#,
-            5,
-        );
-        feed(&mut s, r#"@nix {"action":"stop","id":8}"#, 6);
-        feed(&mut s, r#"@nix {"action":"stop","id":7}"#, 7);
-        assert_eq!(s.substituted.len(), 1);
-        assert_eq!(s.downloaded_bytes(), 4096);
-    }
-}
+mod tests;

@@ -1,0 +1,231 @@
+//! Per builder: how many builds each remote builder (and this machine) ran, their time,
+//! what moving paths to and from it cost, and how fast it builds compared with this
+//! machine. What `nix-ledger builders` prints and what reports and tuning read.
+//!
+//! Only this ledger's own builds count (pulled rows of other machines are theirs to
+//! judge): "relative to this machine" means the builds this machine ran itself.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::model::BuildStatus;
+use super::Ledger;
+use crate::Result;
+
+/// What is known of one builder.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BuilderStats {
+    /// The builder's store URI as Nix names it (the builders line's first field); `None`
+    /// for this machine.
+    pub machine: Option<String>,
+    /// Successful builds with a known duration, and failed ones.
+    pub builds: u64,
+    pub failed: u64,
+    /// The builds' own time on the builder: total and median.
+    pub total_ms: i64,
+    pub median_ms: Option<i64>,
+    /// Copying inputs to it and outputs back, and opening connections: totals and the
+    /// mean per build (what a remote build costs beyond building).
+    pub upload_ms: i64,
+    pub download_ms: i64,
+    pub connect_ms: i64,
+    pub overhead_per_build_ms: Option<i64>,
+    /// This machine's median time over the builder's, for derivation names built both
+    /// here and there: the median of those ratios (2.0: twice as fast). `None` for this
+    /// machine and when no name was built in both places.
+    pub speed_vs_local: Option<f64>,
+    /// How many names that comparison rests on.
+    pub compared_names: u64,
+}
+
+/// One successful build, as the statistics read it.
+struct Row {
+    machine: Option<String>,
+    name: String,
+    duration_ms: i64,
+    transfer: [i64; 3],
+}
+
+impl Ledger {
+    /// Per-builder statistics of this ledger's builds finished since `since_ms`: this
+    /// machine first, then each remote builder by its number of builds.
+    pub fn builder_stats(&self, since_ms: i64) -> Result<Vec<BuilderStats>> {
+        let rows: Vec<Row> = self
+            .conn
+            .prepare(
+                "SELECT NULLIF(b.machine, ''), d.name, b.duration_ms, b.upload_ms,
+                        b.download_ms, b.connect_ms
+                 FROM builds b JOIN derivations d USING (drv_path)
+                 WHERE b.origin IS NULL AND b.status = ?1 AND b.finished_ms >= ?2
+                   AND b.duration_ms IS NOT NULL",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![BuildStatus::Built.as_str(), since_ms], |r| {
+                    Ok(Row {
+                        machine: r.get(0)?,
+                        name: r.get(1)?,
+                        duration_ms: r.get(2)?,
+                        transfer: [
+                            r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                            r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+                            r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+                        ],
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        let failed: Vec<(Option<String>, u64)> = self
+            .conn
+            .prepare(
+                "SELECT NULLIF(machine, ''), count(*) FROM builds
+                 WHERE origin IS NULL AND status = ?1 AND finished_ms >= ?2
+                 GROUP BY NULLIF(machine, '')",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![BuildStatus::Failed.as_str(), since_ms], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(stats(rows, &failed))
+    }
+}
+
+/// The median of `values` (sorted in place); the lower middle of an even count.
+fn median<T: Copy + PartialOrd>(values: &mut [T]) -> Option<T> {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    values.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+fn stats(rows: Vec<Row>, failed: &[(Option<String>, u64)]) -> Vec<BuilderStats> {
+    // machine → name → durations
+    let mut by_machine: BTreeMap<Option<String>, HashMap<String, Vec<i64>>> = BTreeMap::new();
+    let mut transfer: HashMap<Option<String>, [i64; 3]> = HashMap::new();
+    for row in rows {
+        let t = transfer.entry(row.machine.clone()).or_default();
+        for (sum, v) in t.iter_mut().zip(row.transfer) {
+            *sum += v;
+        }
+        by_machine
+            .entry(row.machine)
+            .or_default()
+            .entry(row.name)
+            .or_default()
+            .push(row.duration_ms);
+    }
+    for (machine, _) in failed {
+        by_machine.entry(machine.clone()).or_default();
+    }
+    let mut local_medians: HashMap<String, i64> = HashMap::new();
+    if let Some(local) = by_machine.get(&None) {
+        for (name, durations) in local {
+            let mut d = durations.clone();
+            if let Some(m) = median(&mut d) {
+                local_medians.insert(name.clone(), m);
+            }
+        }
+    }
+    let mut out: Vec<BuilderStats> = by_machine
+        .into_iter()
+        .map(|(machine, names)| {
+            let mut all: Vec<i64> = names.values().flatten().copied().collect();
+            let builds = all.len() as u64;
+            let total_ms = all.iter().sum();
+            let median_ms = median(&mut all);
+            let mut ratios: Vec<f64> = Vec::new();
+            if machine.is_some() {
+                for (name, durations) in &names {
+                    let mut d = durations.clone();
+                    if let (Some(here), Some(there)) = (local_medians.get(name), median(&mut d)) {
+                        if there > 0 {
+                            ratios.push(*here as f64 / there as f64);
+                        }
+                    }
+                }
+            }
+            let [upload_ms, download_ms, connect_ms] =
+                transfer.get(&machine).copied().unwrap_or_default();
+            BuilderStats {
+                failed: failed
+                    .iter()
+                    .find(|(m, _)| *m == machine)
+                    .map_or(0, |(_, n)| *n),
+                overhead_per_build_ms: (machine.is_some() && builds > 0)
+                    .then(|| (upload_ms + download_ms + connect_ms) / builds as i64),
+                machine,
+                builds,
+                total_ms,
+                median_ms,
+                upload_ms,
+                download_ms,
+                connect_ms,
+                compared_names: ratios.len() as u64,
+                speed_vs_local: median(&mut ratios).map(|r| (r * 100.0).round() / 100.0),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (a.machine.is_some(), std::cmp::Reverse(a.builds), &a.machine).cmp(&(
+            b.machine.is_some(),
+            std::cmp::Reverse(b.builds),
+            &b.machine,
+        ))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(machine: Option<&str>, name: &str, ms: i64, up: i64) -> Row {
+        Row {
+            machine: machine.map(str::to_string),
+            name: name.into(),
+            duration_ms: ms,
+            transfer: [up, 10, 5],
+        }
+    }
+
+    #[test]
+    fn a_builder_is_compared_with_this_machine_on_the_names_both_built() {
+        let b = Some("ssh-ng://fast");
+        let rows = vec![
+            row(None, "gcc", 4_000, 0),
+            row(None, "gcc", 6_000, 0),
+            row(None, "zlib", 1_000, 0),
+            row(None, "only-here", 9_000, 0),
+            row(b, "gcc", 2_000, 100),
+            row(b, "zlib", 250, 100),
+            row(b, "only-there", 7_000, 100),
+        ];
+        let out = stats(rows, &[(b.map(str::to_string), 2)]);
+        assert_eq!(out.len(), 2);
+        let (local, remote) = (&out[0], &out[1]);
+        assert_eq!(local.machine, None);
+        assert_eq!(
+            (local.builds, local.total_ms, local.median_ms),
+            (4, 20_000, Some(4_000))
+        );
+        assert_eq!(local.speed_vs_local, None);
+        assert_eq!(remote.machine.as_deref(), Some("ssh-ng://fast"));
+        assert_eq!(
+            (remote.builds, remote.failed, remote.median_ms),
+            (3, 2, Some(2_000))
+        );
+        // gcc: median here 4,000 (lower middle) / 2,000 = 2; zlib: 1,000 / 250 = 4.
+        assert_eq!(
+            (remote.speed_vs_local, remote.compared_names),
+            (Some(2.0), 2)
+        );
+        assert_eq!(
+            (remote.upload_ms, remote.download_ms, remote.connect_ms),
+            (300, 30, 15)
+        );
+        assert_eq!(remote.overhead_per_build_ms, Some(115));
+    }
+}
