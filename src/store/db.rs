@@ -35,16 +35,13 @@ pub struct StoreDb {
 
 /// The state directory of the store: `NIX_STATE_DIR`, else Nix's default.
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("NIX_STATE_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/nix/var/nix"))
+    crate::nix::dirs::state_dir()
 }
 
 impl StoreDb {
     /// The database of the store this machine's Nix uses.
     pub fn open_default() -> Result<StoreDb> {
-        StoreDb::open(&state_dir().join("db/db.sqlite"))
+        StoreDb::open(&crate::nix::dirs::store_db())
     }
 
     /// Opens the database at `path` read-only: with the WAL when this user may lock it,
@@ -88,7 +85,12 @@ impl StoreDb {
         Err(err(last.unwrap_or(rusqlite::Error::InvalidQuery)))
     }
 
-    fn err(&self, source: rusqlite::Error) -> Error {
+    /// The connection, for the bulk reads of [`super::graph`].
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(super) fn err(&self, source: rusqlite::Error) -> Error {
         Error::Store {
             path: self.path.clone(),
             source,
