@@ -1,5 +1,7 @@
 //! Command-line definitions (clap) and dispatch to the library's features.
 
+mod gc;
+
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -96,6 +98,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The store at a glance: size, roots and what each keeps, live and dead paths (as
+    /// Nix's GC sees them), and what each retention policy would free and cost.
+    Store {
+        #[arg(long)]
+        json: bool,
+        /// With --json: list every live and dead path.
+        #[arg(long)]
+        paths: bool,
+        /// Print the live or dead paths, one per line (as nix-store --gc --print-live
+        /// and --print-dead, without their side effects).
+        #[arg(long, value_enum, conflicts_with = "json")]
+        list: Option<gc::Which>,
+        /// Also price this policy (the gc flags).
+        #[command(flatten)]
+        policy: gc::PolicyFlags,
+    },
+    /// Garbage collection that keeps what is costly to get back: deletes dead builds
+    /// (whole builds, through nix-store --delete), cheapest to get back per byte first.
+    Gc(gc::GcFlags),
 }
 
 /// The options `switch`, `boot`, `test` and `build-system` share.
@@ -260,6 +281,13 @@ pub fn run() -> Result<ExitCode> {
                 print_text(&why::render::rebuilds(&listed))?;
             }
         }
+        Command::Store {
+            json,
+            paths,
+            list,
+            policy,
+        } => return gc::store(&layout, json, paths, list, &policy),
+        Command::Gc(flags) => return gc::gc(&layout, &flags),
         Command::Doctor { json } => {
             let checks = nix_ledger::doctor::run(&layout);
             if json {

@@ -12,7 +12,7 @@
 //! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
 //! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
 //!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `query`),
-//!    [`doctor`].
+//!    [`doctor`], [`gc`] (`store` and `gc`), [`maintenance`] (the periodic job).
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -20,6 +20,7 @@
 
 pub mod doctor;
 pub mod error;
+pub mod gc;
 pub mod hook;
 pub mod ledger;
 pub mod nix;

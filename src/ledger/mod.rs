@@ -14,6 +14,8 @@
 //! - [`snapshots`], [`manifests`]: what `why` needs after garbage collection.
 //! - [`sessions`]: the wrapper's session rows.
 //! - [`queries`]: the typed reads every feature uses.
+//! - [`retention`]: garbage-collection runs, their deletions, binary-cache answers, and
+//!   what a rebuild or download costs.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod enrich;
@@ -23,6 +25,7 @@ pub mod model;
 pub mod queries;
 pub mod raw;
 pub mod record;
+pub mod retention;
 pub mod sessions;
 pub mod snapshots;
 
@@ -41,6 +44,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_manifests.sql"),
     include_str!("migrations/0003_enrichment.sql"),
     include_str!("migrations/0004_bounded_manifests.sql"),
+    // Numbered 0006: 0005 belongs to another branch; until it lands this is the fifth
+    // entry, and the lead renumbers at merge.
+    include_str!("migrations/0006_retention.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.

@@ -14,6 +14,7 @@
 //! closure from the roots, which is what this computes, on indices.
 
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::Path;
 
 use super::graph::{StoreGraph, NONE};
@@ -115,37 +116,52 @@ pub struct StoreDir {
     pub junk: Vec<String>,
 }
 
-/// Lists the real store directory `dir` (where the files are) against `graph`.
-pub fn read_store_dir(dir: &Path, graph: &StoreGraph) -> Result<StoreDir> {
+/// The names in the real store directory `dir` (where the files are). Separate from
+/// [`StoreDir::classify`] so that listing can run while the database is read.
+pub fn list_store_dir(dir: &Path) -> Result<Vec<OsString>> {
     let err = |source| Error::Read {
         path: dir.to_path_buf(),
         source,
     };
-    let mut found = StoreDir {
-        present: vec![false; graph.len()],
-        ..StoreDir::default()
-    };
+    let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
-        let entry = entry.map_err(err)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            found.junk.push(name.to_string_lossy().into_owned());
-            continue;
-        };
-        // Nix's hard-link pool, never a store path.
-        if name == ".links" {
-            continue;
-        }
-        if StorePath::from_base_name(graph.store_dir(), name).is_none() {
-            found.junk.push(name.to_string());
-            continue;
-        }
-        match graph.index_of_base(name) {
-            Some(i) => found.present[i as usize] = true,
-            None => found.invalid.push(name.to_string()),
-        }
+        names.push(entry.map_err(err)?.file_name());
     }
-    Ok(found)
+    Ok(names)
+}
+
+impl StoreDir {
+    /// Sorts the store directory's `names` out against `graph`.
+    pub fn classify(names: Vec<OsString>, graph: &StoreGraph) -> StoreDir {
+        let mut found = StoreDir {
+            present: vec![false; graph.len()],
+            ..StoreDir::default()
+        };
+        for name in names {
+            let Some(name) = name.to_str() else {
+                found.junk.push(name.to_string_lossy().into_owned());
+                continue;
+            };
+            // Nix's hard-link pool, never a store path.
+            if name == ".links" {
+                continue;
+            }
+            if StorePath::from_base_name(graph.store_dir(), name).is_none() {
+                found.junk.push(name.to_string());
+                continue;
+            }
+            match graph.index_of_base(name) {
+                Some(i) => found.present[i as usize] = true,
+                None => found.invalid.push(name.to_string()),
+            }
+        }
+        found
+    }
+}
+
+/// Lists and classifies the real store directory `dir`.
+pub fn read_store_dir(dir: &Path, graph: &StoreGraph) -> Result<StoreDir> {
+    Ok(StoreDir::classify(list_store_dir(dir)?, graph))
 }
 
 /// The live and dead paths.
