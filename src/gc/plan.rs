@@ -136,53 +136,59 @@ impl Ord for Entry {
 pub struct Priced {
     pub units: Units,
     pub costs: Vec<Cost>,
-    /// Units `--keep-costlier-than` keeps (directly or because a kept one needs them).
+}
+
+/// What `--keep-costlier-than` keeps.
+#[derive(Debug, Clone, Default)]
+pub struct Protection {
+    /// Per unit: kept (directly for its cost, or because a kept one needs it).
     pub protected: Vec<bool>,
     /// Units kept directly for their cost.
     pub costly: Vec<u32>,
 }
 
 /// Groups the dead paths of `live` and prices them.
-pub fn price(
-    snap: &Snapshot,
-    live: &Liveness,
-    pricing: &Pricing<'_>,
-    keep_costlier_than_ms: Option<i64>,
-) -> Result<Priced> {
+pub fn price(snap: &Snapshot, live: &Liveness, pricing: &Pricing<'_>) -> Result<Priced> {
     let units = Units::group(&snap.graph, &snap.dir, live, snap.keep);
     let costs = units
         .units
         .iter()
         .map(|u| pricing.unit_cost(snap, u))
         .collect::<Result<Vec<Cost>>>()?;
-    let mut protected = vec![false; units.len()];
-    let mut costly = Vec::new();
-    if let Some(limit) = keep_costlier_than_ms {
-        costly = (0..units.len() as u32)
-            .filter(|&u| {
-                let c = &costs[u as usize];
-                c.basis != Basis::Source && c.is_rebuild() && c.exceeds(limit)
-            })
-            .collect();
-        // A kept build keeps what it refers to (and, with the keep settings, its .drv).
-        let mut walker = Walker::new(units.len());
-        walker.walk(
-            costly.iter().copied(),
-            |u, push| {
-                for &v in units.references.of(u) {
-                    push(v)
-                }
-            },
-            |_| false,
-            |u| protected[u as usize] = true,
-        );
-    }
-    Ok(Priced {
-        units,
-        costs,
-        protected,
-        costly,
-    })
+    Ok(Priced { units, costs })
+}
+
+/// The units `keep_costlier_than_ms` keeps: builds no cache has that cost more (or an
+/// unknown amount), and everything they need (a kept build keeps what it refers to and,
+/// with the keep settings, its .drv).
+pub fn protect(priced: &Priced, keep_costlier_than_ms: Option<i64>) -> Protection {
+    let units = &priced.units;
+    let mut p = Protection {
+        protected: vec![false; units.len()],
+        costly: Vec::new(),
+    };
+    let Some(limit) = keep_costlier_than_ms else {
+        return p;
+    };
+    p.costly = (0..units.len() as u32)
+        .filter(|&u| {
+            let c = &priced.costs[u as usize];
+            c.basis != Basis::Source && c.is_rebuild() && c.exceeds(limit)
+        })
+        .collect();
+    let mut walker = Walker::new(units.len());
+    let protected = &mut p.protected;
+    walker.walk(
+        p.costly.iter().copied(),
+        |u, push| {
+            for &v in units.references.of(u) {
+                push(v)
+            }
+        },
+        |_| false,
+        |u| protected[u as usize] = true,
+    );
+    p
 }
 
 /// The group of `u`: `u` and every unit not yet taken that must go with it.
@@ -215,9 +221,9 @@ fn group_key(priced: &Priced, members: &[u32]) -> (Key, u64, i64) {
 
 /// The steps (groups of units, in order) that delete the candidates, or just enough of
 /// them to free `target` bytes.
-pub fn select(priced: &Priced, target: Option<u64>) -> Vec<Vec<u32>> {
+pub fn select(priced: &Priced, protection: &Protection, target: Option<u64>) -> Vec<Vec<u32>> {
     let n = priced.units.len();
-    let candidate: Vec<bool> = priced.protected.iter().map(|p| !p).collect();
+    let candidate: Vec<bool> = protection.protected.iter().map(|p| !p).collect();
     let own_key = |u: u32| {
         let c = &priced.costs[u as usize];
         Key::of(
@@ -360,7 +366,8 @@ pub fn plan(
         .filter(|&i| live.is_dead(&snap.dir, i))
         .collect();
     let pricing = Pricing::new(ledger, snap, settings, &dead, ask_caches)?;
-    let priced = price(snap, live, &pricing, policy.keep_costlier_than_ms)?;
+    let priced = price(snap, live, &pricing)?;
+    let protection = protect(&priced, policy.keep_costlier_than_ms);
 
     let free_bytes_before = crate::sys::free_space(std::path::Path::new(&snap.store_dir));
     let wanted = policy
@@ -373,7 +380,7 @@ pub fn plan(
     let steps = if target_bytes == Some(0) {
         Vec::new()
     } else {
-        select(&priced, target_bytes)
+        select(&priced, &protection, target_bytes)
     };
 
     let mut notes = Vec::new();
@@ -443,7 +450,7 @@ pub fn plan(
             });
         }
     }
-    let mut costly: Vec<u32> = priced.costly.clone();
+    let mut costly: Vec<u32> = protection.costly.clone();
     costly.sort_by_key(|&u| std::cmp::Reverse(priced.costs[u as usize].ms.unwrap_or(i64::MAX)));
     let kept = costly
         .iter()
@@ -456,7 +463,7 @@ pub fn plan(
         })
         .collect();
     let kept_units: Vec<usize> = (0..priced.units.len())
-        .filter(|&u| priced.protected[u])
+        .filter(|&u| protection.protected[u])
         .collect();
     Ok(Plan {
         policy: policy.clone(),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::cost::{Basis, Pricing};
-use super::plan::{price, unit_name};
+use super::plan::{price, protect, unit_name};
 use super::policy::{self, Policy};
 use super::snapshot::{Snapshot, Timings};
 use crate::ledger::retention::GcRunSummary;
@@ -22,7 +22,7 @@ use crate::nix::config::NixSettings;
 use crate::nix::profiles;
 use crate::nix::roots::RootKind;
 use crate::store::graph::{Origin, NONE};
-use crate::store::live::{Liveness, Walker};
+use crate::store::live::Walker;
 use crate::store::reach;
 use crate::time::{now_ms, rfc3339_ms};
 use crate::Result;
@@ -230,7 +230,7 @@ pub fn analyse(
     roots_and_profiles(&snap, &mut report);
 
     let pricing = Pricing::new(ledger, &snap, settings, &dead, false)?;
-    let base = price(&snap, &snap.live, &pricing, None)?;
+    let base = price(&snap, &snap.live, &pricing)?;
     let mut by_size: Vec<u32> = (0..base.units.len() as u32).collect();
     by_size.sort_by_key(|&u| std::cmp::Reverse(base.units.units[u as usize].bytes));
     report.biggest_dead_builds = by_size
@@ -252,18 +252,18 @@ pub fn analyse(
     for p in &policies {
         let removals = policy::removals(&snap, p, now);
         let removed: HashSet<&str> = removals.iter().map(|r| r.link.as_str()).collect();
-        let other: Option<Liveness> =
-            (!removed.is_empty()).then(|| snap.live_without(&removed, &mut walker));
-        let priced = match (&other, p.keep_costlier_than_ms) {
-            (None, None) => None,
-            (live, keep) => Some(price(
+        // Only removing generations changes what is dead; the rest reuses the base.
+        let other = if removed.is_empty() {
+            None
+        } else {
+            Some(price(
                 &snap,
-                live.as_ref().unwrap_or(&snap.live),
+                &snap.live_without(&removed, &mut walker),
                 &pricing,
-                keep,
-            )?),
+            )?)
         };
-        let priced = priced.as_ref().unwrap_or(&base);
+        let priced = other.as_ref().unwrap_or(&base);
+        let protection = protect(priced, p.keep_costlier_than_ms);
         let mut outcome = PolicyOutcome {
             command: p.describe(),
             generations_removed: removals.len(),
@@ -271,10 +271,10 @@ pub fn analyse(
             frees_bytes: 0,
             cost_to_restore_ms: 0,
             unknown_cost_builds: 0,
-            kept_costly_builds: priced.costly.len(),
+            kept_costly_builds: protection.costly.len(),
         };
         for (u, unit) in priced.units.units.iter().enumerate() {
-            if priced.protected[u] {
+            if protection.protected[u] {
                 continue;
             }
             outcome.frees_paths += unit.paths.len() + usize::from(unit.invalid.is_some());

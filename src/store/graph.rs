@@ -212,16 +212,6 @@ impl StoreGraph {
             }
         }
         let nodes = g.name_ends.len();
-        g.deriver = (0..nodes as u32)
-            .map(|i| {
-                let name = g.deriver_name(i);
-                if name.is_empty() {
-                    NONE
-                } else {
-                    g.index_of_base(name).unwrap_or(NONE)
-                }
-            })
-            .collect();
         let lookup = |id: i64| -> u32 {
             usize::try_from(id)
                 .ok()
@@ -268,7 +258,31 @@ impl StoreGraph {
             }
             g.outputs = Csr::from_pairs(nodes, &pairs);
         }
+        g.resolve_derivers();
         Ok(g)
+    }
+
+    /// Each path's valid deriver: first through DerivationOutputs (a .drv lists its
+    /// outputs, so most derivers are found by comparing two names), then by lookup.
+    fn resolve_derivers(&mut self) {
+        let nodes = self.len();
+        let mut deriver = vec![NONE; nodes];
+        for drv in 0..nodes as u32 {
+            for &out in self.outputs.of(drv) {
+                if self.deriver_name(out) == self.base_name(drv) {
+                    deriver[out as usize] = drv;
+                }
+            }
+        }
+        for (i, d) in deriver.iter_mut().enumerate() {
+            if *d == NONE {
+                let name = self.deriver_name(i as u32);
+                if !name.is_empty() {
+                    *d = self.index_of_base(name).unwrap_or(NONE);
+                }
+            }
+        }
+        self.deriver = deriver;
     }
 
     /// How many valid paths.
