@@ -190,7 +190,9 @@ pub fn gc(layout: &Layout, flags: &GcFlags) -> Result<ExitCode> {
         &ExecOptions {
             batch_paths: flags.batch_paths,
             trigger: "command",
-            revalidate: flags.plan.is_some(),
+            // Even a plan read from a file goes straight to Nix, which refuses what has
+            // become live since; nix-ledger then takes the roots again and goes on.
+            revalidate: false,
         },
     )?;
     if flags.json {

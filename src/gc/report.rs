@@ -115,6 +115,8 @@ pub struct StoreReport {
     pub policies: Vec<PolicyOutcome>,
     pub gc_runs: Vec<GcRunSummary>,
     pub notes: Vec<String>,
+    /// With `--paths`: exactly what `nix-store --gc --print-live` prints (which, as Nix
+    /// 2.8 does, includes entries that are no store path; the counts count those as dead).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,6 +310,9 @@ pub fn analyse(
             .filter(|&i| snap.live.live[i as usize])
             .map(|i| g.path(i))
             .chain(snap.live.live_invalid.iter().map(|b| format!("{dir}/{b}")))
+            // Nix 2.8 lists an entry that is no store path in --print-live too (it
+            // deletes it, and collects what it deleted with what it found live).
+            .chain(snap.live.junk.iter().map(|b| format!("{dir}/{b}")))
             .collect();
         live.sort_unstable();
         let mut dead_list: Vec<String> = dead

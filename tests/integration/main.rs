@@ -4,6 +4,7 @@
 
 mod drv_corpus;
 mod faults;
+mod gc;
 mod hook;
 mod layers;
 mod multi_user;

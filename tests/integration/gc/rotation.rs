@@ -1,0 +1,1 @@
+//! The maintenance job's spool rotation (filled in with `nix-ledger maintain`).
