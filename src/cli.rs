@@ -117,6 +117,9 @@ enum Command {
     /// Garbage collection that keeps what is costly to get back: deletes dead builds
     /// (whole builds, through nix-store --delete), cheapest to get back per byte first.
     Gc(gc::GcFlags),
+    /// The periodic job (run as root): ingest the system spool into the system's ledger,
+    /// rotate the spool, and apply the retention policy when it is due.
+    Maintain(gc::MaintainFlags),
 }
 
 /// The options `switch`, `boot`, `test` and `build-system` share.
@@ -288,6 +291,7 @@ pub fn run() -> Result<ExitCode> {
             policy,
         } => return gc::store(&layout, json, paths, list, &policy),
         Command::Gc(flags) => return gc::gc(&layout, &flags),
+        Command::Maintain(flags) => return gc::maintain(&flags),
         Command::Doctor { json } => {
             let checks = nix_ledger::doctor::run(&layout);
             if json {

@@ -23,6 +23,7 @@ pub mod error;
 pub mod gc;
 pub mod hook;
 pub mod ledger;
+pub mod maintenance;
 pub mod nix;
 pub mod paths;
 pub mod report;

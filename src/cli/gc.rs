@@ -10,6 +10,7 @@ use nix_ledger::gc::plan::{self, Plan};
 use nix_ledger::gc::policy::{Policy, PolicyArgs};
 use nix_ledger::gc::report::{self, StoreOptions};
 use nix_ledger::gc::{render, snapshot::Snapshot};
+use nix_ledger::maintenance;
 use nix_ledger::nix::config;
 use nix_ledger::paths::Layout;
 use nix_ledger::time::now_ms;
@@ -210,4 +211,74 @@ pub fn gc(layout: &Layout, flags: &GcFlags) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `nix-ledger maintain`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaintainFlags {
+    /// Rotate the system spool once it is this large.
+    #[arg(long, value_name = "SIZE", default_value = "16M")]
+    pub rotate_bytes: String,
+    /// How many rotated spools to keep (a user's ledger that falls further behind loses
+    /// records, and `doctor` says so).
+    #[arg(long, value_name = "N", default_value_t = maintenance::DEFAULT_KEEP_ROTATED)]
+    pub keep_rotated: usize,
+    /// Apply a retention policy (the gc flags below).
+    #[arg(long)]
+    pub retention: bool,
+    /// Apply it at most this often (it runs when the last one started this long ago).
+    #[arg(long, value_name = "DURATION", default_value = "1d")]
+    pub retention_every: String,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
+    #[arg(long, value_name = "N", default_value_t = execute::DEFAULT_BATCH_PATHS)]
+    pub batch_paths: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nix-ledger maintain`.
+pub fn maintain(flags: &MaintainFlags) -> Result<ExitCode> {
+    let retention = if flags.retention {
+        Some(flags.policy.policy()?)
+    } else if !flags.policy.is_empty() {
+        bail!(nix_ledger::Error::Usage(
+            "policy flags given without --retention: add --retention to apply them".into()
+        ));
+    } else {
+        None
+    };
+    let opts = maintenance::Options {
+        rotate_bytes: nix_ledger::size::parse_size(&flags.rotate_bytes)?,
+        keep_rotated: flags.keep_rotated,
+        retention,
+        retention_every_ms: nix_ledger::time::parse_duration(&flags.retention_every)?,
+        batch_paths: flags.batch_paths,
+    };
+    let report = maintenance::run(&Layout::system(), &opts)?;
+    if flags.json {
+        print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = format!(
+        "{}: ingested {} new records\n",
+        report.ledger, report.ingested.recorded
+    );
+    if let Some(r) = &report.rotated {
+        text.push_str(&format!(
+            "rotated the spool ({} bytes) to {}\n",
+            r.bytes, r.to
+        ));
+    }
+    for run in &report.settled_runs {
+        text.push_str(&format!("settled interrupted gc run #{run}\n"));
+    }
+    if let Some(why) = &report.retention_skipped {
+        text.push_str(&format!("retention not due: {why}\n"));
+    }
+    if let Some(outcome) = &report.retention {
+        text.push_str(&render::outcome(outcome));
+    }
+    print_text(&text)?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -397,6 +397,26 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
+    /// Rotations that took spool records before this ledger read them: how many times,
+    /// and the bytes lost (from the reasons `ingest` noted).
+    pub fn rotation_losses(&self) -> Result<(i64, i64)> {
+        let reasons: Vec<String> = self
+            .conn
+            .prepare("SELECT reason FROM ingest_problems WHERE reason LIKE ?1")
+            .and_then(|mut s| {
+                s.query_map([format!("{}%", super::ingest::LOST_TO_ROTATION)], |r| {
+                    r.get(0)
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        let bytes = reasons
+            .iter()
+            .filter_map(|r| r.split(": ").nth(1)?.split(' ').next()?.parse::<i64>().ok())
+            .sum();
+        Ok((reasons.len() as i64, bytes))
+    }
+
     /// How many builds were ingested from a spool file named `file_name` (any directory).
     pub fn builds_from_spool_file(&self, file_name: &str) -> Result<i64> {
         self.conn
