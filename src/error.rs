@@ -76,8 +76,8 @@ pub enum Error {
     },
     #[error("{program} failed: {message}")]
     Command { program: String, message: String },
-    #[error("{program} did not finish within {}; stopped it", crate::time::human_duration_ms(*limit_ms))]
-    Timeout { program: String, limit_ms: i64 },
+    #[error("{program} did not finish within {limit}; stopped it")]
+    Timeout { program: String, limit: String },
     #[error("{target}: {reason}")]
     BadTarget { target: String, reason: String },
     #[error("{input}: not a duration (try 7d, 24h, 90m, 1mo or \"2 weeks\")")]

@@ -67,6 +67,8 @@ pub struct ShowReport {
     /// Every recorded build of this derivation, newest first.
     pub builds: Vec<BuildEntry>,
     pub store_paths: Vec<StorePathEntry>,
+    /// What garbage collections by nix-ledger did with its .drv and outputs.
+    pub gc_deletions: Vec<super::retention::DeletionRecord>,
 }
 
 /// A successful build, for the list of wasted rebuilds.
@@ -373,6 +375,17 @@ impl Ledger {
                 .collect()
             })
             .map_err(|e| self.err(e))?;
+        let mut paths: Vec<&str> = vec![drv_path.as_str()];
+        for b in &builds {
+            paths.extend(b.outputs.iter().map(|o| o.path.as_str()));
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        let mut gc_deletions = Vec::new();
+        for p in paths {
+            gc_deletions.extend(self.deletions_of(p)?);
+        }
+        gc_deletions.sort_by(|a, b| b.run_id.cmp(&a.run_id).then(a.path.cmp(&b.path)));
         Ok(ShowReport {
             drv_path,
             name,
@@ -380,6 +393,7 @@ impl Ledger {
             first_seen_at: rfc3339_ms(first_seen),
             builds,
             store_paths,
+            gc_deletions,
         })
     }
 

@@ -148,7 +148,11 @@ impl Running {
                     let _ = self.child.wait();
                     return Err(Error::Timeout {
                         program: self.program.clone(),
-                        limit_ms: i64::try_from(limit.as_millis()).unwrap_or(i64::MAX),
+                        limit: if limit < Duration::from_secs(1) {
+                            format!("{} ms", limit.as_millis())
+                        } else {
+                            format!("{} s", limit.as_secs())
+                        },
                     });
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
@@ -339,7 +343,7 @@ mod tests {
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
         assert_eq!(
             err.to_string(),
-            "sleep did not finish within 200ms; stopped it"
+            "sleep did not finish within 200 ms; stopped it"
         );
         let done = NixCommand::program("sh")
             .args(["-c", "echo out; echo err >&2; exit 3"])

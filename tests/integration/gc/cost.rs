@@ -227,6 +227,13 @@ fn nb_gc_frees_a_target_losing_the_least_rebuild_time_nix_collect_garbage_loses_
         "every blob (a download) goes before any build: {plan}"
     );
     let (nb_lost, nb_names) = lost(&ours, &locals_a, &rec_a);
+    // The ledger's reports say what became of a build.
+    let gone = &locals_a[&nb_names[0]];
+    let shown = ours.nb_json(&["show", gone]);
+    let deletion = &shown["gc_deletions"][0];
+    assert_eq!(deletion["state"], "deleted", "{shown}");
+    assert_eq!(deletion["cost_basis"], "build");
+    assert_eq!(deletion["unit_cost_ms"], rec_a[gone]);
 
     run_ok(
         theirs
