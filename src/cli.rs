@@ -319,9 +319,17 @@ fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    print_text(&text)
+    // Straight to stdout: `store --paths` prints 20,000 paths, no need to hold them twice.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        // `nix-ledger history --json | head` closes the pipe early; that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn print_text(text: &str) -> Result<()> {

@@ -137,9 +137,10 @@ impl StoreGraph {
         let count = usize::try_from(count).unwrap_or(0);
         let mut g = StoreGraph {
             store_dir: prefix.trim_end_matches('/').to_string(),
-            names: String::with_capacity(count * 48),
+            // Base names are ~60 bytes (hash, dash, name); a second allocation costs a copy.
+            names: String::with_capacity(count * 72),
             name_ends: Vec::with_capacity(count),
-            deriver_names: String::with_capacity(count * 40),
+            deriver_names: String::with_capacity(count * 56),
             deriver_ends: Vec::with_capacity(count),
             nar_size: Vec::with_capacity(count),
             registered: Vec::with_capacity(count),
@@ -312,7 +313,12 @@ impl StoreGraph {
 
     /// The full path of `i`.
     pub fn path(&self, i: u32) -> String {
-        format!("{}/{}", self.store_dir, self.base_name(i))
+        let base = self.base_name(i);
+        let mut path = String::with_capacity(self.store_dir.len() + 1 + base.len());
+        path.push_str(&self.store_dir);
+        path.push('/');
+        path.push_str(base);
+        path
     }
 
     /// `<hash>-<name>.drv` of the deriver the database names for `i` (valid or not), or "".
