@@ -139,17 +139,21 @@ impl<'l> Pricing<'l> {
                 continue;
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match substituters::query(url, &missing, left) {
-                Ok(answers) => {
-                    cached.extend(
-                        answers
-                            .iter()
-                            .filter(|(_, &has)| has)
-                            .map(|(p, _)| p.clone()),
-                    );
-                    ledger.store_cache_answers(url, &answers)?;
-                }
-                Err(e) => unreachable.push(format!("{url}: {e}")),
+            let answers = substituters::query(url, &missing, left);
+            cached.extend(
+                answers
+                    .has
+                    .iter()
+                    .filter(|(_, &has)| has)
+                    .map(|(p, _)| p.clone()),
+            );
+            ledger.store_cache_answers(url, &answers.has)?;
+            if let Some(e) = answers.stopped {
+                unreachable.push(format!(
+                    "{url}: {e} ({} of {} paths answered)",
+                    answers.has.len(),
+                    missing.len()
+                ));
             }
         }
         let measured = ledger.download_rate()?;

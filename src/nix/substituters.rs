@@ -18,8 +18,9 @@ use crate::{Error, Result};
 
 /// The wall-clock limit of one query (all its paths).
 pub const QUERY_LIMIT: Duration = Duration::from_secs(60);
-/// Paths per `nix path-info` call: far below the kernel's argument limit.
-pub const PATHS_PER_CALL: usize = 2_000;
+/// Paths per `nix path-info` call: far below the kernel's argument limit, and small
+/// enough that a slow cache (an HTTP request per path) answers some before the limit.
+pub const PATHS_PER_CALL: usize = 500;
 
 /// The command line asking `url` about `paths`.
 pub fn query_command(url: &str, paths: &[&str]) -> NixCommand {
@@ -52,26 +53,52 @@ pub fn parse(json: &str) -> Result<HashMap<String, bool>> {
     Ok(entries.into_iter().map(|e| (e.path, e.valid)).collect())
 }
 
-/// Asks the cache at `url` which of `paths` it has, within `limit` in all. Paths it did
-/// not answer for are left out (unknown).
-pub fn query(url: &str, paths: &[&str], limit: Duration) -> Result<HashMap<String, bool>> {
+/// What a cache answered: path → whether it has it, for the paths it answered about
+/// (the others are unknown), and why it stopped early, if it did.
+#[derive(Debug, Default)]
+pub struct Answers {
+    pub has: HashMap<String, bool>,
+    pub stopped: Option<Error>,
+}
+
+/// Asks the cache at `url` which of `paths` it has (most important first: asked in
+/// order), in calls of [`PATHS_PER_CALL`], within `limit` in all. What the calls before a
+/// failure or the limit answered is kept.
+pub fn query(url: &str, paths: &[&str], limit: Duration) -> Answers {
     let deadline = std::time::Instant::now() + limit;
-    let mut answers = HashMap::with_capacity(paths.len());
+    let mut answers = Answers::default();
     for chunk in paths.chunks(PATHS_PER_CALL) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
+            answers.stopped = Some(Error::Timeout {
+                program: format!("nix path-info --store {url}"),
+                limit: format!("{} s", limit.as_secs()),
+            });
             break;
         }
-        let done = query_command(url, chunk).run_within(left)?;
+        let done = match query_command(url, chunk).run_within(left) {
+            Ok(done) => done,
+            Err(e) => {
+                answers.stopped = Some(e);
+                break;
+            }
+        };
         if !done.status.success() {
-            return Err(Error::Command {
+            answers.stopped = Some(Error::Command {
                 program: format!("nix path-info --store {url}"),
                 message: done.last_error_line(),
             });
+            break;
         }
-        answers.extend(parse(&String::from_utf8_lossy(&done.stdout))?);
+        match parse(&String::from_utf8_lossy(&done.stdout)) {
+            Ok(has) => answers.has.extend(has),
+            Err(e) => {
+                answers.stopped = Some(e);
+                break;
+            }
+        }
     }
-    Ok(answers)
+    answers
 }
 
 #[cfg(test)]
@@ -96,7 +123,10 @@ mod tests {
             &["/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x"],
             Duration::from_secs(30),
         );
-        assert!(result.is_err(), "{result:?}");
+        assert!(
+            result.has.is_empty() && result.stopped.is_some(),
+            "{result:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(20));
     }
 }

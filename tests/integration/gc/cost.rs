@@ -207,6 +207,32 @@ fn nb_gc_frees_a_target_losing_the_least_rebuild_time_nix_collect_garbage_loses_
         }
     }
 
+    // --keep-costlier-than keeps the builds no cache has that took longer.
+    let kept = ours.nb_json(&["gc", "--dry-run", "--keep-costlier-than", "10s"]);
+    let mut kept_names: Vec<&str> = kept["plan"]["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    kept_names.sort();
+    assert_eq!(
+        kept_names,
+        ["build-12s", "build-16s", "build-20s"],
+        "{kept}"
+    );
+    let planned: Vec<&str> = kept["plan"]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        planned.contains(&"build-8s") && planned.contains(&"blob-0"),
+        "{planned:?}"
+    );
+    assert!(!planned.contains(&"build-20s"));
+
     let done = ours.nb_json(&["gc", "--yes", "--max-freed", TARGET]);
     assert_eq!(done["status"], "finished", "{done}");
     assert!(

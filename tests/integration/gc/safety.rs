@@ -59,6 +59,48 @@ fn a_dry_run_changes_nothing() {
         [0],
         "a dry run is no run"
     );
+
+    // A free-space target already met plans nothing.
+    let met = s.nb_json(&["gc", "--dry-run", "--free-until", "1K"]);
+    assert_eq!(met["plan"]["target_bytes"], 0, "{met}");
+    assert_eq!(met["plan"]["planned_paths"], 0);
+}
+
+#[test]
+fn an_unreachable_cache_does_not_stall_a_gc() {
+    // Nothing listens on port 9: Nix's own retries would take seconds per path.
+    let s = Store::new("nocache", "");
+    s.build("tool", &["--argstr", "v", "x"], None);
+    s.write_conf("substituters = http://127.0.0.1:9");
+    let started = Instant::now();
+    let out = crate::util::output_within(
+        &mut s.nb(&["gc", "--dry-run", "--json"]),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = plan["plan"]["notes"].to_string();
+    assert!(
+        notes.contains("http://127.0.0.1:9"),
+        "the plan says the cache was not asked: {notes}"
+    );
+    assert!(
+        plan["plan"]["builds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["cost_basis"] != "download"),
+        "nothing counts as downloadable from a cache that did not answer"
+    );
 }
 
 #[test]
