@@ -316,9 +316,11 @@ fn run_plan(
                     message: error,
                 });
             }
+            // What is still planned: neither deleted (in any batch) nor dropped.
+            let deleted: HashSet<&str> = outcome.deleted.iter().map(String::as_str).collect();
             let remaining: Vec<String> = all_paths
                 .iter()
-                .filter(|p| !gone.contains(*p) && !outcome.deleted.contains(p))
+                .filter(|p| !deleted.contains(p.as_str()) && !dropped.contains(*p))
                 .cloned()
                 .collect();
             let live = now_live(settings, &remaining)?;
