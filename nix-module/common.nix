@@ -134,6 +134,42 @@ let
       lib.splitString "\n" config.nix.extraOptions
     );
 
+  isRoot = cfg.maintenance.user == "root";
+
+  r = cfg.retention;
+  maintainFlags = lib.concatStringsSep " " (
+    [
+      "--rotate-bytes"
+      (lib.escapeShellArg cfg.maintenance.rotateSize)
+    ]
+    ++ lib.optionals r.enable (
+      [
+        "--retention"
+        "--retention-every"
+        (lib.escapeShellArg r.schedule)
+      ]
+      ++ lib.optionals (r.keepGenerations != null) [
+        "--keep-generations"
+        (toString r.keepGenerations)
+      ]
+      ++ lib.optionals (r.keepSince != null) [
+        "--keep-since"
+        (lib.escapeShellArg r.keepSince)
+      ]
+      ++ lib.optionals (r.freeUntil != null) [
+        "--free-until"
+        (lib.escapeShellArg r.freeUntil)
+      ]
+      ++ lib.optionals (r.keepCostlierThan != null) [
+        "--keep-costlier-than"
+        (lib.escapeShellArg r.keepCostlierThan)
+      ]
+    )
+  );
+
+  # nix.gc.automatic exists on NixOS and nix-darwin alike.
+  nixGcAutomatic = config.nix.gc.automatic or false;
+
   moveHookMessage = ''
     Move that hook into services.nix-ledger.hook.chain, e.g.
       services.nix-ledger.hook.chain = <the same path>;
@@ -145,8 +181,11 @@ let
 
   # `nix-ledger sync` in the maintenance job; its failure is the job's, but only after
   # the extra commands ran (a database outage must not stop retention).
+  # As root the job keeps the system's ledger (`nix-ledger maintain`), which holds every
+  # user's builds: that is the one to share.
   syncCommand = lib.concatStringsSep " " (
-    [
+    lib.optionals isRoot [ "NIX_LEDGER_HOME=/var/lib/nix-ledger" ]
+    ++ [
       "nix-ledger"
       "sync"
       (lib.escapeShellArg (toString cfg.sync.url))
@@ -267,39 +306,52 @@ in
     maintenance = {
       enable = mkOption {
         type = types.bool;
-        default = false;
+        default = true;
         description = ''
-          Whether to run a periodic job (a systemd timer on NixOS, a launchd daemon on
-          nix-darwin) that runs `nix-ledger ingest` as
-          {option}`services.nix-ledger.maintenance.user`, moving the system spool's
-          records into that user's ledger, then
+          Whether to run the periodic maintenance job (a systemd timer on NixOS, a
+          launchd daemon on nix-darwin). As root (the default) it runs
+          `nix-ledger maintain`: it ingests the system spool into the system's ledger
+          (`/var/lib/nix-ledger/ledger.sqlite`, which thereby knows every user's builds
+          and what they cost), rotates the spool once it is larger than
+          {option}`services.nix-ledger.maintenance.rotateSize`, and applies
+          {option}`services.nix-ledger.retention` when that is enabled; then
           {option}`services.nix-ledger.maintenance.extraCommands`.
-          Off by default because it needs to know whose ledger to fill.
         '';
       };
 
       user = mkOption {
-        type = types.nullOr types.str;
-        default = null;
+        type = types.str;
+        default = "root";
         example = "alice";
         description = ''
-          The user the maintenance job runs as, and so whose ledger
-          (`~user/.local/state/nix-ledger/ledger.sqlite`) it fills. Required when
-          the job is enabled. Ledgers are per user; the system spool is readable by
-          all, so other users can run `nix-ledger ingest` themselves.
-          `"root"` works but fills root's ledger, which only root reads.
+          The user the maintenance job runs as. `"root"` (the default) keeps the
+          system's ledger, rotates the spool and applies the retention policy.
+          Another user only ingests the system spool into that user's ledger
+          (`~user/.local/state/nix-ledger/ledger.sqlite`); the spool is then never
+          rotated, and retention cannot be enabled. Every user's own `nix-ledger`
+          reads the system spool anyway, also after a rotation.
+        '';
+      };
+
+      rotateSize = mkOption {
+        type = types.str;
+        default = "16M";
+        example = "256M";
+        description = ''
+          Rotate the system spool once it is this large (`spool.jsonl` becomes
+          `spool.jsonl.1`; two rotated files are kept). A user's ledger that has not
+          read the old file to its end still does; one that falls behind by more than
+          two rotations loses records, and `nix-ledger doctor` says so.
         '';
       };
 
       extraCommands = mkOption {
         type = types.lines;
         default = "";
-        example = "nix-ledger gc --apply";
+        example = "nix-ledger query 'SELECT count(*) FROM builds' > /var/lib/nix-ledger/count";
         description = ''
-          Shell commands run by the maintenance job after `nix-ledger ingest`
-          succeeded, as the same user, with `nix-ledger` on `PATH`. nix-ledger has
-          no retention command yet; when it has one, this is where to apply the
-          retention policy.
+          Shell commands run by the maintenance job after its own work succeeded, as
+          the same user, with `nix-ledger` on `PATH`.
         '';
       };
 
@@ -317,10 +369,11 @@ in
             *) echo "nix-ledger-maintenance: user ${cfg.maintenance.user} has no home directory" >&2; exit 1 ;;
           esac
           export HOME
-          PATH=${lib.escapeShellArg "${cfg.package}/bin"}:$PATH
+          # nix-ledger runs Nix (nix-store, nix-env, nix): take the system's.
+          PATH=${lib.escapeShellArg "${cfg.package}/bin"}:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:$PATH
           export PATH
 
-          nix-ledger ingest
+          ${if isRoot then "nix-ledger maintain ${maintainFlags}" else "nix-ledger ingest"}
           ${lib.optionalString cfg.sync.enable ''
             sync_status=0
             ${syncCommand} || sync_status=$?
@@ -371,6 +424,70 @@ in
         '';
       };
     };
+
+    retention = {
+      enable = lib.mkEnableOption ''
+        applying a retention policy from the maintenance job (`nix-ledger gc` with
+        the options below): a better `nix.gc.automatic`, which keeps the builds that
+        are costly to get back. It runs as root with the system's ledger, which knows
+        what every user's builds cost'';
+
+      keepGenerations = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 5;
+        description = ''
+          Per profile, keep this many generations (the current one counts; after a
+          rollback the newer ones stay too); older ones are removed as
+          `nix-env --delete-generations` does. `null`: no generation is removed by
+          count (see {option}`services.nix-ledger.retention.keepSince`).
+        '';
+      };
+
+      keepSince = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "14d";
+        description = ''
+          Per profile, keep the generations made in this period (`14d`, `48h`,
+          `"2 weeks"`). With {option}`services.nix-ledger.retention.keepGenerations`
+          a generation stays when either keeps it. Both `null`: no generation is
+          removed; only what no root keeps is collected.
+        '';
+      };
+
+      freeUntil = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "50G";
+        description = ''
+          Collect only until the store's file system has this much free space,
+          cheapest to get back per byte first. `null`: collect everything dead (except
+          what {option}`services.nix-ledger.retention.keepCostlierThan` keeps).
+        '';
+      };
+
+      keepCostlierThan = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "10m";
+        description = ''
+          Never delete a build that no configured binary cache has and that took
+          longer than this to build (or whose cost the ledger does not know).
+        '';
+      };
+
+      schedule = mkOption {
+        type = types.str;
+        default = "1d";
+        example = "7d";
+        description = ''
+          How often the policy is applied: the maintenance job (which runs on its own
+          schedule, daily by default) applies it when its last run started at least
+          this long ago.
+        '';
+      };
+    };
   };
 
   config = mkIf cfg.enable (mkMerge [
@@ -394,17 +511,15 @@ in
             ${moveHookMessage}'';
         }
         {
-          assertion = cfg.maintenance.enable -> cfg.maintenance.user != null;
+          assertion = r.enable -> (cfg.maintenance.enable && isRoot);
           message = ''
-            services.nix-ledger.maintenance.enable needs services.nix-ledger.maintenance.user:
-            the job runs `nix-ledger ingest` as that user, filling that user's ledger
-            (running it as root would fill root's ledger, which nobody else reads).'';
+            services.nix-ledger.retention.enable needs the maintenance job as root
+            (services.nix-ledger.maintenance.enable = true and maintenance.user = "root",
+            the defaults): collecting garbage and pricing every user's builds is root's.'';
         }
         {
           # The name goes into the job's script as ~NAME.
-          assertion =
-            cfg.maintenance.user == null
-            || builtins.match "[A-Za-z0-9_][A-Za-z0-9_.-]*" cfg.maintenance.user != null;
+          assertion = builtins.match "[A-Za-z0-9_][A-Za-z0-9_.-]*" cfg.maintenance.user != null;
           message = "services.nix-ledger.maintenance.user must be a plain user name, got `${toString cfg.maintenance.user}'.";
         }
         {
@@ -425,7 +540,12 @@ in
 
       # On both systems nix.enable = false means this configuration does not write
       # nix.conf (e.g. Determinate Nix on macOS), so nix.settings goes nowhere.
-      warnings = lib.optional (cfg.hook.enable && !nixConfManaged) ''
+      warnings = lib.optional (r.enable && nixGcAutomatic) ''
+        services.nix-ledger.retention and nix.gc.automatic are both on: two garbage
+        collections. nix.gc runs nix-collect-garbage, which deletes a build that took
+        an hour as readily as a download and undoes what the retention policy keeps.
+        Set nix.gc.automatic = false to leave collection to nix-ledger.''
+      ++ lib.optional (cfg.hook.enable && !nixConfManaged) ''
         services.nix-ledger.hook.enable has no effect because nix.enable = false: this
         configuration does not write nix.conf. Add this line to the nix.conf your Nix
         installation reads and restart nix-daemon:

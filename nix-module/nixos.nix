@@ -38,7 +38,11 @@ in
 
       (lib.mkIf cfg.maintenance.enable {
         systemd.services.nix-ledger-maintenance = {
-          description = "nix-ledger: ingest the system spool into ${toString cfg.maintenance.user}'s ledger";
+          description =
+            if cfg.maintenance.user == "root" then
+              "nix-ledger: the system's ledger, spool rotation and retention"
+            else
+              "nix-ledger: ingest the system spool into ${cfg.maintenance.user}'s ledger";
           # The spool directory comes from tmpfiles.
           after = [ "systemd-tmpfiles-setup.service" ];
           serviceConfig = {

@@ -1,5 +1,7 @@
 //! Command-line definitions (clap) and dispatch to the library's features.
 
+mod gc;
+
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -153,6 +155,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The store at a glance: size, roots and what each keeps, live and dead paths (as
+    /// Nix's GC sees them), and what each retention policy would free and cost.
+    Store {
+        #[arg(long)]
+        json: bool,
+        /// With --json: list every live and dead path.
+        #[arg(long)]
+        paths: bool,
+        /// Print the live or dead paths, one per line (as nix-store --gc --print-live
+        /// and --print-dead, without their side effects).
+        #[arg(long, value_enum, conflicts_with = "json")]
+        list: Option<gc::Which>,
+        /// Also price this policy (the gc flags).
+        #[command(flatten)]
+        policy: gc::PolicyFlags,
+    },
+    /// Garbage collection that keeps what is costly to get back: deletes dead builds
+    /// (whole builds, through nix-store --delete), cheapest to get back per byte first.
+    Gc(gc::GcFlags),
+    /// The periodic job (run as root): ingest the system spool into the system's ledger,
+    /// rotate the spool, and apply the retention policy when it is due.
+    Maintain(gc::MaintainFlags),
 }
 
 /// The options `switch`, `boot`, `test` and `build-system` share.
@@ -402,6 +426,14 @@ pub fn run() -> Result<ExitCode> {
                 print_text(&why::render::rebuilds(&listed))?;
             }
         }
+        Command::Store {
+            json,
+            paths,
+            list,
+            policy,
+        } => return gc::store(&layout, json, paths, list, &policy),
+        Command::Gc(flags) => return gc::gc(&layout, &flags),
+        Command::Maintain(flags) => return gc::maintain(&flags),
         Command::Sync {
             url,
             password_file,
@@ -521,9 +553,17 @@ fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    print_text(&text)
+    // Straight to stdout: `store --paths` prints 20,000 paths, no need to hold them twice.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    match written {
+        // `nix-ledger history --json | head` closes the pipe early; that is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn print_text(text: &str) -> Result<()> {

@@ -300,6 +300,18 @@ fn check_losses(report: &mut Report, ledger: &Ledger) {
         report.push("spool lines", Status::Warn, detail);
     }
 
+    match ledger.rotation_losses() {
+        Ok((0, _)) | Err(_) => {}
+        Ok((times, bytes)) => report.push(
+            "spool rotation",
+            Status::Warn,
+            format!(
+                "this ledger fell behind the system spool's rotation {times} time(s): {} of records were rotated away before it read them (run nix-ledger more often than the maintenance job rotates, or keep more rotated spools)",
+                crate::size::human_bytes(bytes)
+            ),
+        ),
+    }
+
     let errors_file_records = ledger
         .builds_from_spool_file(crate::paths::HOOK_ERRORS_FILE)
         .unwrap_or(0);

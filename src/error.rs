@@ -80,6 +80,8 @@ pub enum Error {
     },
     #[error("{program} failed: {message}")]
     Command { program: String, message: String },
+    #[error("{program} did not finish within {limit}; stopped it")]
+    Timeout { program: String, limit: String },
     #[error("{}: {reason}", shorten(.target))]
     BadTarget { target: String, reason: String },
     #[error("{input}: not a duration (try 7d, 24h, 90m, 1mo or \"2 weeks\")")]

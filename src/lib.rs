@@ -13,7 +13,8 @@
 //! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
 //! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
 //!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `builders`,
-//!    `query`), [`doctor`], [`sync`] (the fleet hub).
+//!    `query`), [`doctor`], [`sync`] (the fleet hub), [`gc`] (`store` and `gc`),
+//!    [`maintenance`] (the periodic job).
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -21,9 +22,11 @@
 
 pub mod doctor;
 pub mod error;
+pub mod gc;
 pub mod hook;
 pub mod ledger;
 pub mod machine;
+pub mod maintenance;
 pub mod nix;
 pub mod paths;
 pub mod report;

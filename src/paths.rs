@@ -5,6 +5,8 @@
 //!   (default `~/.local/state/nix-ledger/`), and the hook, when it runs as root (inside
 //!   nix-daemon on multi-user installs), writes the system spool under
 //!   `/var/lib/nix-ledger/`, which every user's `nix-ledger` reads without sudo.
+//! - The system's ledger (root's, kept by the maintenance job) is
+//!   `/var/lib/nix-ledger/ledger.sqlite`, beside the system spool it is filled from.
 //! - `NIX_LEDGER_SYSTEM_DIR=DIR` moves that system directory, for the test harness: its
 //!   daemon tests must never write the host's. Inside nix-daemon the hook sees the
 //!   daemon's environment, never a client's, so a client cannot move it.
@@ -62,6 +64,19 @@ impl Layout {
             state_dir,
             spools,
         })
+    }
+
+    /// The system's ledger: `ledger.sqlite` beside the system spool (`/var/lib/nix-ledger`),
+    /// root's, filled from the system spool, which carries every user's builds (the hook
+    /// runs as root inside nix-daemon). The maintenance job keeps it, and garbage
+    /// collection run as root prices builds with it.
+    pub fn system() -> Layout {
+        let dir = system_dir();
+        Layout {
+            ledger: dir.join(LEDGER_FILE),
+            spools: vec![dir.join(SPOOL_FILE)],
+            state_dir: dir,
+        }
     }
 
     /// Everything in one directory: what `NIX_LEDGER_HOME` selects.

@@ -1,8 +1,71 @@
 //! The spool: an append-only file of self-describing JSON lines, one per build the hook
 //! saw. The hook appends with a single `O_APPEND` write, so lines from concurrent hooks
 //! never interleave; ingest reads whole lines from a remembered offset.
+//!
+//! The system spool is rotated by the maintenance job: `spool.jsonl` is renamed to
+//! `spool.jsonl.1` (older ones shift to `.2`, …), the hook's next line starts a new file,
+//! and each rotation is logged in `spool.jsonl.rotations` with the rotated file's
+//! `<dev>:<inode>` and size. A ledger that had not read a spool to its end finds the
+//! rest by that id among the rotated files, and knows how much it lost when the file
+//! was rotated away before it got there.
+
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+/// A spool file's identity: `<dev>:<inode>:<birth time, ns>` (without the birth time
+/// where the file system has none). The inode alone is not enough: rotation deletes the
+/// oldest rotated file, and the next spool may get its inode number.
+pub fn file_id(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let mut id = format!("{}:{}", meta.dev(), meta.ino());
+    if let Some(born) = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        id.push_str(&format!(":{}", born.as_nanos()));
+    }
+    id
+}
+
+/// Whether a saved id names the file `current` names. Ledgers written before ids had a
+/// birth time saved `<dev>:<inode>`, which still matches its file.
+pub fn same_file(saved: &str, current: &str) -> bool {
+    saved == current
+        || (saved.matches(':').count() == 1
+            && current
+                .strip_prefix(saved)
+                .is_some_and(|rest| rest.starts_with(':')))
+}
+
+/// The `n`th rotated file of `spool` (`spool.jsonl.1` is the latest).
+pub fn rotated_path(spool: &Path, n: usize) -> PathBuf {
+    let mut name = spool.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{n}"));
+    spool.with_file_name(name)
+}
+
+/// The log of `spool`'s rotations.
+pub fn rotations_log(spool: &Path) -> PathBuf {
+    let mut name = spool.file_name().unwrap_or_default().to_os_string();
+    name.push(".rotations");
+    spool.with_file_name(name)
+}
+
+/// How many rotated files a spool may have; ingest looks no further.
+pub const MAX_ROTATED: usize = 9;
+
+/// One line of the rotations log: a spool file that was rotated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// The rotated file's [`file_id`], as the ledger's `spool_state` records it.
+    pub file_id: String,
+    /// Its size when rotated: every byte a ledger had not read by then is at risk once
+    /// the file is rotated out of the kept ones.
+    pub bytes: u64,
+    pub rotated_ms: i64,
+}
 
 /// The spool line format version this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -92,6 +155,25 @@ fn check_version(record: SpoolRecord) -> Result<SpoolRecord, SpoolLineError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn file_ids_tell_a_reused_inode_from_its_old_file() {
+        assert!(same_file("1:2:30", "1:2:30"));
+        assert!(
+            !same_file("1:2:30", "1:2:31"),
+            "same inode, born later: another file"
+        );
+        assert!(same_file("1:2", "1:2:30"), "an id saved before birth times");
+        assert!(!same_file("1:2", "1:20:30"));
+        assert!(!same_file("1:2:30", "1:2"));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("s");
+        std::fs::write(&f, "x").unwrap();
+        let id = file_id(&std::fs::metadata(&f).unwrap());
+        assert!(id.split(':').count() >= 2, "{id}");
+        assert_eq!(rotated_path(&f, 2), dir.path().join("s.2"));
+        assert_eq!(rotations_log(&f), dir.path().join("s.rotations"));
+    }
+
     use super::*;
 
     fn sample() -> SpoolRecord {

@@ -93,6 +93,36 @@ pub fn can_write(path: &Path) -> bool {
     unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
+/// Bytes available to this user on the file system holding `path` (statvfs: blocks
+/// available to unprivileged users × fragment size); `None` when it cannot be asked.
+pub fn free_space(path: &Path) -> Option<u64> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: statvfs writes one statvfs struct into the buffer we own, and only reads
+    // the NUL-terminated path, which outlives the call.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), stat.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct (it was zeroed before anyway).
+    let stat = unsafe { stat.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+}
+
+/// Whether a process `pid` exists (kill with signal 0; EPERM means it exists).
+pub fn process_exists(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 performs only the existence and permission checks.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +135,10 @@ mod tests {
         assert!(!can_write(Path::new("/proc/version")) || is_root());
         assert!(!signal_process_group(0, 0));
         assert!(!signal_process_group(1, 0));
+        assert!(free_space(&std::env::temp_dir()).is_some_and(|b| b > 0));
+        assert!(free_space(Path::new("/no/such/dir")).is_none());
+        assert!(process_exists(i64::from(std::process::id())));
+        assert!(!process_exists(0));
+        assert!(!process_exists(i64::from(i32::MAX)));
     }
 }

@@ -12,7 +12,6 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use rusqlite::{params, OptionalExtension, Transaction};
@@ -85,10 +84,129 @@ fn errors_file_beside(spool: &Path) -> std::path::PathBuf {
     spool.with_file_name(paths::HOOK_ERRORS_FILE)
 }
 
-/// Ingests the new lines of one spool file.
+/// Ingests the new lines of one spool. When the spool was rotated since this ledger last
+/// read it, the rest of the file it was reading is found among the rotated files by its
+/// `<dev>:<inode>` and read first, then every newer rotated file, then the spool. Records
+/// in files rotated away before this ledger read them are lost: how many bytes, the
+/// rotations log tells, and it is noted for `doctor`.
 pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
+    let spool_path = path.display().to_string();
+    let previous: Option<(String, i64)> = ledger
+        .conn
+        .query_row(
+            "SELECT file_id, offset FROM spool_state WHERE spool_path = ?1",
+            [&spool_path],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| ledger.err(e))?;
+    let current = file_id_of(path);
+    let mut report = SpoolIngest::default();
+    let moved = |id: &str| {
+        !current
+            .as_deref()
+            .is_some_and(|c| crate::spool::same_file(id, c))
+    };
+    if let Some((old_id, old_offset)) = previous.filter(|(id, _)| moved(id)) {
+        // Rotated files, newest first (.1 is the latest), with their ids.
+        let rotated: Vec<(std::path::PathBuf, String)> = (1..=crate::spool::MAX_ROTATED)
+            .map(|n| crate::spool::rotated_path(path, n))
+            .filter_map(|p| file_id_of(&p).map(|id| (p, id)))
+            .collect();
+        let log = rotations(path);
+        let mut to_read: Vec<&std::path::PathBuf> = Vec::new();
+        match rotated
+            .iter()
+            .position(|(_, id)| crate::spool::same_file(&old_id, id))
+        {
+            // The file being read, then the newer ones, oldest first.
+            Some(at) => to_read.extend(rotated[..=at].iter().rev().map(|(p, _)| p)),
+            None => {
+                // Gone: whatever the log says was rotated after it and is still here is
+                // newer and unread; whatever is gone is lost.
+                let Some(pos) = log
+                    .iter()
+                    .position(|r| crate::spool::same_file(&old_id, &r.file_id))
+                else {
+                    return merge(report, ingest_file(ledger, path, path)?);
+                };
+                let mut lost = log[pos].bytes.saturating_sub(old_offset.max(0) as u64);
+                for later in &log[pos + 1..] {
+                    match rotated.iter().find(|(_, id)| *id == later.file_id) {
+                        Some((p, _)) => to_read.push(p),
+                        None => lost += later.bytes,
+                    }
+                }
+                if lost > 0 {
+                    note_rotation_loss(ledger, path, &old_id, old_offset, lost)?;
+                }
+            }
+        }
+        for file in to_read {
+            report = merge(report, ingest_file(ledger, path, file)?)?;
+        }
+    }
+    merge(report, ingest_file(ledger, path, path)?)
+}
+
+fn file_id_of(path: &Path) -> Option<String> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| crate::spool::file_id(&m))
+}
+
+/// The rotations log of `spool`, oldest first (empty when there is none).
+fn rotations(spool: &Path) -> Vec<crate::spool::Rotation> {
+    std::fs::read_to_string(crate::spool::rotations_log(spool))
+        .map(|log| {
+            log.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn merge(mut a: SpoolIngest, b: SpoolIngest) -> Result<SpoolIngest> {
+    a.path = b.path;
+    a.unreadable = a.unreadable.or(b.unreadable);
+    a.lines += b.lines;
+    a.recorded += b.recorded;
+    a.merged += b.merged;
+    a.already_present += b.already_present;
+    a.skipped += b.skipped;
+    Ok(a)
+}
+
+/// Notes `lost` bytes of records rotated away unread, keyed by the file this ledger was
+/// reading and where it stopped (so the same loss is noted once).
+fn note_rotation_loss(
+    ledger: &mut Ledger,
+    spool: &Path,
+    old_id: &str,
+    offset: i64,
+    lost: u64,
+) -> Result<()> {
+    let key = format!("{}#{old_id}", spool.display());
+    let reason = format!(
+        "{LOST_TO_ROTATION}: {lost} bytes of records were rotated away before this ledger read them"
+    );
+    let path = ledger.path().to_path_buf();
+    let tx = ledger
+        .write_transaction()
+        .map_err(|e| Error::ledger(&path, e))?;
+    note_problem(&tx, &key, offset, &reason, b"").map_err(|e| Error::ledger(&path, e))?;
+    tx.commit().map_err(|e| Error::ledger(&path, e))
+}
+
+/// How `ingest_problems` names records lost to a rotation (doctor counts them).
+pub const LOST_TO_ROTATION: &str = "lost to a spool rotation";
+
+/// Ingests the new lines of the file `actual`, which is (or was, before a rotation) the
+/// spool `logical`: progress and records are keyed by the logical path and the file's id.
+fn ingest_file(ledger: &mut Ledger, logical: &Path, actual: &Path) -> Result<SpoolIngest> {
+    let path = actual;
     let mut report = SpoolIngest {
-        path: path.display().to_string(),
+        path: logical.display().to_string(),
         ..SpoolIngest::default()
     };
     let mut file = match File::open(path) {
@@ -110,8 +228,8 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
             return Ok(report);
         }
     };
-    let file_id = format!("{}:{}", meta.dev(), meta.ino());
-    let spool_path = path.display().to_string();
+    let file_id = crate::spool::file_id(&meta);
+    let spool_path = logical.display().to_string();
     let spool_key = format!("{spool_path}#{file_id}");
 
     let previous: Option<(String, i64)> = ledger
@@ -125,7 +243,9 @@ pub fn ingest_spool(ledger: &mut Ledger, path: &Path) -> Result<SpoolIngest> {
         .map_err(|e| ledger.err(e))?;
     // A different file (rotated) or a shorter one (truncated) starts from the top.
     let mut offset = match previous {
-        Some((id, off)) if id == file_id && off as u64 <= meta.len() => off as u64,
+        Some((id, off)) if crate::spool::same_file(&id, &file_id) && off as u64 <= meta.len() => {
+            off as u64
+        }
         _ => 0,
     };
     file.seek(SeekFrom::Start(offset))

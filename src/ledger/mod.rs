@@ -15,6 +15,8 @@
 //! - [`sessions`]: the wrapper's session rows.
 //! - [`fleet`]: rows pushed to and pulled from a fleet hub (`nix-ledger sync`).
 //! - [`queries`]: the typed reads every feature uses; [`builders`]: per-builder numbers.
+//! - [`retention`]: garbage-collection runs, their deletions, binary-cache answers, and
+//!   what a rebuild or download costs.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod builders;
@@ -26,6 +28,7 @@ pub mod model;
 pub mod queries;
 pub mod raw;
 pub mod record;
+pub mod retention;
 pub mod sessions;
 pub mod snapshots;
 
@@ -46,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_bounded_manifests.sql"),
     include_str!("migrations/0005_session_pid.sql"),
     include_str!("migrations/0006_remote_and_fleet.sql"),
+    include_str!("migrations/0007_retention.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.

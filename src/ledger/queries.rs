@@ -79,6 +79,8 @@ pub struct ShowReport {
     /// Every recorded build of this derivation, newest first.
     pub builds: Vec<BuildEntry>,
     pub store_paths: Vec<StorePathEntry>,
+    /// What garbage collections by nix-ledger did with its .drv and outputs.
+    pub gc_deletions: Vec<super::retention::DeletionRecord>,
 }
 
 /// A successful build, for the list of wasted rebuilds.
@@ -433,6 +435,17 @@ impl Ledger {
                 .collect()
             })
             .map_err(|e| self.err(e))?;
+        let mut paths: Vec<&str> = vec![drv_path.as_str()];
+        for b in &builds {
+            paths.extend(b.outputs.iter().map(|o| o.path.as_str()));
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        let mut gc_deletions = Vec::new();
+        for p in paths {
+            gc_deletions.extend(self.deletions_of(p)?);
+        }
+        gc_deletions.sort_by(|a, b| b.run_id.cmp(&a.run_id).then(a.path.cmp(&b.path)));
         Ok(ShowReport {
             drv_path,
             name,
@@ -440,6 +453,7 @@ impl Ledger {
             first_seen_at: rfc3339_ms(first_seen),
             builds,
             store_paths,
+            gc_deletions,
         })
     }
 
@@ -455,6 +469,26 @@ impl Ledger {
                     .collect()
             })
             .map_err(|e| self.err(e))
+    }
+
+    /// Rotations that took spool records before this ledger read them: how many times,
+    /// and the bytes lost (from the reasons `ingest` noted).
+    pub fn rotation_losses(&self) -> Result<(i64, i64)> {
+        let reasons: Vec<String> = self
+            .conn
+            .prepare("SELECT reason FROM ingest_problems WHERE reason LIKE ?1")
+            .and_then(|mut s| {
+                s.query_map([format!("{}%", super::ingest::LOST_TO_ROTATION)], |r| {
+                    r.get(0)
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        let bytes = reasons
+            .iter()
+            .filter_map(|r| r.split(": ").nth(1)?.split(' ').next()?.parse::<i64>().ok())
+            .sum();
+        Ok((reasons.len() as i64, bytes))
     }
 
     /// How many builds were ingested from a spool file named `file_name` (any directory).

@@ -4,7 +4,10 @@
 //! caller has to remember either.
 
 use std::ffi::{OsStr, OsString};
-use std::process::{Command, Stdio};
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -103,6 +106,135 @@ impl NixCommand {
     }
 }
 
+/// A command that ran to its end: its status and everything it printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    /// The last non-empty line of stderr, as an error message.
+    pub fn last_error_line(&self) -> String {
+        String::from_utf8_lossy(&self.stderr)
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("no message")
+            .trim()
+            .to_string()
+    }
+}
+
+/// A command running in the background, its output collected by two threads (so that a
+/// chatty command never blocks on a full pipe while the caller does other work).
+pub struct Running {
+    program: String,
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Running {
+    /// Waits for the command to end, at most until `limit` after now; past that it is
+    /// killed and the wait is an error: no Nix command may hang nix-ledger.
+    pub fn wait_within(mut self, limit: Duration) -> crate::Result<Finished> {
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return Err(Error::Timeout {
+                        program: self.program.clone(),
+                        limit: if limit < Duration::from_secs(1) {
+                            format!("{} ms", limit.as_millis())
+                        } else {
+                            format!("{} s", limit.as_secs())
+                        },
+                    });
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(source) => {
+                    return Err(Error::Spawn {
+                        program: self.program.clone(),
+                        source,
+                    })
+                }
+            }
+        };
+        let join =
+            |h: Option<JoinHandle<Vec<u8>>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+        Ok(Finished {
+            status,
+            stdout: join(self.stdout.take()),
+            stderr: join(self.stderr.take()),
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A background command nobody waits for any more is stopped, not left behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+impl NixCommand {
+    /// Starts the command with stdin closed and both outputs collected; see
+    /// [`Running::wait_within`].
+    pub fn spawn(&self) -> crate::Result<Running> {
+        let program = self.program.to_string_lossy().into_owned();
+        let mut child = self
+            .to_command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| Error::Spawn {
+                program: program.clone(),
+                source,
+            })?;
+        let stdout = child.stdout.take().map(drain);
+        let stderr = child.stderr.take().map(drain);
+        Ok(Running {
+            program,
+            child,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Runs the command to its end or for at most `limit`, whatever its exit status.
+    pub fn run_within(&self, limit: Duration) -> crate::Result<Finished> {
+        self.spawn()?.wait_within(limit)
+    }
+
+    /// As [`NixCommand::output`], bounded by `limit`.
+    pub fn output_within(&self, limit: Duration) -> crate::Result<String> {
+        let done = self.run_within(limit)?;
+        if !done.status.success() {
+            return Err(Error::Command {
+                program: self.program.to_string_lossy().into_owned(),
+                message: done.last_error_line(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&done.stdout).into_owned())
+    }
+}
+
 /// A Nix version, as `nix --version` prints it (`nix (Nix) 2.8.0`, `nix (Lix, like Nix) 2.91.1`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NixVersion {
@@ -198,6 +330,28 @@ mod tests {
         let v = NixVersion::parse("nix (Nix) 2.31.0pre20250101_abcdef").unwrap();
         assert_eq!((v.major, v.minor), (2, 31));
         assert!(NixVersion::parse("garbage").is_none());
+    }
+
+    #[test]
+    fn a_command_past_its_limit_is_killed_and_an_error() {
+        let started = Instant::now();
+        let err = NixCommand::program("sleep")
+            .arg("30")
+            .run_within(Duration::from_millis(200))
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "sleep did not finish within 200 ms; stopped it"
+        );
+        let done = NixCommand::program("sh")
+            .args(["-c", "echo out; echo err >&2; exit 3"])
+            .run_within(Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(done.status.code(), Some(3));
+        assert_eq!(done.stdout, b"out\n");
+        assert_eq!(done.last_error_line(), "err");
     }
 
     #[test]

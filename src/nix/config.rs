@@ -23,10 +23,34 @@ pub struct NixSettings {
     pub cores: Option<i64>,
     /// `substituters`, in Nix's order (`extra-substituters` included).
     pub substituters: Vec<String>,
+    /// `substitute`: whether Nix uses the substituters at all (`None`: unknown, which
+    /// Nix's default makes true).
+    pub substitute: Option<bool>,
     pub keep_outputs: Option<bool>,
     pub keep_derivations: Option<bool>,
     /// The `builders` setting as written (machines inline, or `@FILE`).
     pub builders: Option<String>,
+}
+
+impl NixSettings {
+    /// The binary caches Nix would fetch from: none when `substitute = false`.
+    pub fn active_substituters(&self) -> &[String] {
+        if self.substitute == Some(false) {
+            &[]
+        } else {
+            &self.substituters
+        }
+    }
+
+    /// `keep-outputs`, Nix's default (false) when unknown.
+    pub fn keeps_outputs(&self) -> bool {
+        self.keep_outputs.unwrap_or(false)
+    }
+
+    /// `keep-derivations`, Nix's default (true) when unknown.
+    pub fn keeps_derivations(&self) -> bool {
+        self.keep_derivations.unwrap_or(true)
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,6 +146,7 @@ fn ask_nix() -> NixSettings {
                     .collect()
             })
             .unwrap_or_default();
+        s.substitute = value("substitute").and_then(|v| v.as_bool());
         s.keep_outputs = value("keep-outputs").and_then(|v| v.as_bool());
         s.keep_derivations = value("keep-derivations").and_then(|v| v.as_bool());
         s.builders = value("builders")

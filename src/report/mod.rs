@@ -118,6 +118,25 @@ pub fn render_show(report: &ShowReport) -> String {
             whereabouts(b)
         ));
     }
+    if !report.gc_deletions.is_empty() {
+        out.push_str(
+            "  garbage collections
+",
+        );
+        for d in &report.gc_deletions {
+            let cost = d
+                .unit_cost_ms
+                .map(|ms| format!("{} ({})", human_duration_ms(ms), d.cost_basis))
+                .unwrap_or_else(|| "unknown".into());
+            out.push_str(&format!(
+                "    run #{} {} {}  cost to get back {cost}\n      {}\n",
+                d.run_id,
+                d.at.as_deref().unwrap_or("?"),
+                d.state,
+                d.path
+            ));
+        }
+    }
     out
 }
 

@@ -5,6 +5,7 @@
 mod cli_surface;
 mod drv_corpus;
 mod faults;
+mod gc;
 mod hook;
 mod layers;
 mod multi_user;

@@ -228,6 +228,10 @@ let
         name = "int";
         check = isInt;
       };
+      ints.positive = mkOptionType {
+        name = "positiveInt";
+        check = x: isInt x && x > 0;
+      };
       str = mkOptionType {
         name = "str";
         check = isString;

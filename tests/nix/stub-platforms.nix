@@ -22,6 +22,11 @@ let
         type = types.lines;
         default = "";
       };
+      # Both systems' automatic nix-collect-garbage (retention warns beside it).
+      nix.gc.automatic = mkOption {
+        type = types.bool;
+        default = false;
+      };
       environment.systemPackages = mkOption {
         type = types.listOf types.package;
         default = [ ];

@@ -28,6 +28,13 @@ fn every_option_has_a_description() {
             "services.nix-ledger.sync.enable",
             "services.nix-ledger.sync.url",
             "services.nix-ledger.sync.passwordFile",
+            "services.nix-ledger.maintenance.rotateSize",
+            "services.nix-ledger.retention.enable",
+            "services.nix-ledger.retention.keepGenerations",
+            "services.nix-ledger.retention.keepSince",
+            "services.nix-ledger.retention.freeUntil",
+            "services.nix-ledger.retention.keepCostlierThan",
+            "services.nix-ledger.retention.schedule",
         ] {
             assert!(paths.contains(&expected), "{platform}: no {expected}");
         }

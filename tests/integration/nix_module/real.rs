@@ -103,6 +103,38 @@ fn real_nixos_configuration() {
     );
     assert_eq!(assertions(&forced), Vec::<String>::new());
     assert_eq!(forced["postBuildHook"], forced["hookProgram"]);
+
+    // The maintenance job exists by default, as root; retention reaches it, and beside
+    // nix.gc.automatic it warns.
+    let default = real("{ services.nix-ledger.enable = true; }", false);
+    show("NixOS: enable (maintenance by default)", &default);
+    assert!(str_of(&default, "timerUnit").contains("OnCalendar=daily"));
+    assert!(str_of(&default, "serviceUnit").contains("User=root"));
+    assert!(str_of(&default, "maintenanceScript")
+        .contains("\nnix-ledger maintain --rotate-bytes 16M\n"));
+    let retention = real(RETENTION_WITH_NIX_GC, false);
+    show("NixOS: retention beside nix.gc.automatic", &retention);
+    check_retention(&retention);
+}
+
+const RETENTION_WITH_NIX_GC: &str = r#"{ services.nix-ledger = { enable = true;
+    retention = { enable = true; keepGenerations = 5; keepCostlierThan = "10m"; }; };
+    nix.gc.automatic = true; }"#;
+
+fn check_retention(v: &Value) {
+    assert_eq!(assertions(v), Vec::<String>::new());
+    assert!(
+        str_of(v, "maintenanceScript").contains(
+            "\nnix-ledger maintain --rotate-bytes 16M --retention --retention-every 1d \
+             --keep-generations 5 --keep-costlier-than 10m\n"
+        ),
+        "{v}"
+    );
+    let warned = v["warnings"].as_array().expect("warnings").iter().any(|w| {
+        w.as_str()
+            .is_some_and(|w| w.contains("Set nix.gc.automatic = false"))
+    });
+    assert!(warned, "{v}");
 }
 
 #[test]
@@ -195,6 +227,14 @@ fn real_nix_darwin_configuration() {
             false,
         ),
     );
+    let default = expect_json(&file, run("{ services.nix-ledger.enable = true; }", false));
+    show("nix-darwin: enable (maintenance by default)", &default);
+    assert_eq!(default["launchd"]["serviceConfig"]["UserName"], "root");
+    assert!(str_of(&default, "plist").contains("<string>root</string>"));
+    let retention = expect_json(&file, run(RETENTION_WITH_NIX_GC, false));
+    show("nix-darwin: retention beside nix.gc.automatic", &retention);
+    check_retention(&retention);
+
     show("nix-darwin: nix.enable = false", &unmanaged);
     let failed = assertions(&unmanaged);
     if failed.is_empty() {

@@ -35,25 +35,26 @@ fn sync_needs_a_url_and_the_maintenance_job_and_refuses_a_password_in_the_url() 
     assert!(!str_of(&v, "maintenanceScript").contains("sync"));
 }
 
-/// The maintenance script with sync on, run with a stand-in `nix-ledger` that logs its
-/// arguments and whose `sync` exits with `sync_exit`: (the log, the script's status).
-fn run_job(sync_exit: i32) -> (String, Option<i32>) {
+/// The maintenance script with sync on and `user` as the job's user, run with a
+/// stand-in `nix-ledger` that logs its arguments (and `NIX_LEDGER_HOME`) and whose `sync`
+/// exits with `sync_exit`: (the log, the script's status).
+fn run_job(user: &str, sync_exit: i32) -> (String, Option<i32>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = dir.path().join("log");
     let package = fake_package(
         dir.path(),
         &[(
             "nix-ledger",
-            &format!(r#"echo "nix-ledger $*" >> "$LOG"; [ "$1" != sync ] || exit {sync_exit}"#),
+            &format!(
+                r#"echo "${{NIX_LEDGER_HOME:+NIX_LEDGER_HOME=$NIX_LEDGER_HOME }}nix-ledger $*" >> "$LOG"; [ "$1" != sync ] || exit {sync_exit}"#
+            ),
         )],
     );
-    let user = String::from_utf8(Command::new("id").arg("-un").output().expect("id").stdout)
-        .expect("utf-8 user name");
     let config = format!(
         r#"{{ services.nix-ledger = {{ enable = true;
              maintenance = {{ enable = true; user = "{}"; extraCommands = "nix-ledger gc --apply"; }};
              sync = {{ enable = true; url = "{HUB}"; passwordFile = "/run/secrets/hub pw"; }}; }}; }}"#,
-        user.trim()
+        user
     );
     for platform in PLATFORMS {
         let v = module_with_package(platform, &config, &package);
@@ -71,14 +72,26 @@ fn run_job(sync_exit: i32) -> (String, Option<i32>) {
 
 #[test]
 fn the_maintenance_job_syncs_after_ingesting_with_the_password_file() {
-    let (log, status) = run_job(0);
+    // A user's job ingests that user's ledger and shares it.
+    let (log, status) = run_job("nobody", 0);
     assert_eq!(status, Some(0));
     assert_eq!(
         log,
         format!("nix-ledger ingest\nnix-ledger sync {HUB} --password-file /run/secrets/hub pw\nnix-ledger gc --apply\n")
     );
     // A hub that is down: the extra commands still run, then the job fails with it.
-    let (log, status) = run_job(4);
+    let (log, status) = run_job("nobody", 4);
     assert_eq!(status, Some(4));
     assert!(log.ends_with("nix-ledger gc --apply\n"), "{log}");
+}
+
+#[test]
+fn as_root_the_maintenance_job_shares_the_systems_ledger() {
+    // Root's job keeps the system's ledger (every user's builds): that one is synced.
+    let (log, status) = run_job("root", 0);
+    assert_eq!(status, Some(0));
+    assert_eq!(
+        log,
+        format!("nix-ledger maintain --rotate-bytes 16M\nNIX_LEDGER_HOME=/var/lib/nix-ledger nix-ledger sync {HUB} --password-file /run/secrets/hub pw\nnix-ledger gc --apply\n")
+    );
 }
