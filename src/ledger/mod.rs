@@ -14,6 +14,7 @@
 //! - [`snapshots`], [`manifests`]: what `why` needs after garbage collection.
 //! - [`sessions`]: the wrapper's session rows.
 //! - [`queries`]: the typed reads every feature uses.
+//! - [`trends`]: the reads of `trends` and `report`: series, sessions over time.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod enrich;
@@ -25,6 +26,7 @@ pub mod raw;
 pub mod record;
 pub mod sessions;
 pub mod snapshots;
+pub mod trends;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_enrichment.sql"),
     include_str!("migrations/0004_bounded_manifests.sql"),
     include_str!("migrations/0005_session_pid.sql"),
+    include_str!("migrations/0008_trends.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -73,6 +76,7 @@ impl Ledger {
             path: path.to_path_buf(),
         };
         ledger.configure()?;
+        register_functions(&ledger.conn).map_err(|e| Error::ledger(path, e))?;
         ledger.migrate()?;
         Ok(ledger)
     }
@@ -286,6 +290,21 @@ pub fn open_caught_up(layout: &crate::paths::Layout) -> Result<CaughtUp> {
 /// this is dropped.
 pub struct ReadScope<'l> {
     _tx: rusqlite::Transaction<'l>,
+}
+
+/// SQL functions of nix-ledger's own connection, for the migrations that fill new columns
+/// from old rows (a ledger restored from a CI cache, written by an older nix-ledger):
+/// `nix_series_key(name)` and `nix_series_version(name)` ([`crate::nix::name::series_of`]).
+/// Nothing stored depends on them: `sqlite3` and `nix-ledger query` never need them.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("nix_series_key", 1, flags, |ctx| {
+        Ok(crate::nix::name::series_of(&ctx.get::<String>(0)?).key)
+    })?;
+    conn.create_scalar_function("nix_series_version", 1, flags, |ctx| {
+        Ok(crate::nix::name::series_of(&ctx.get::<String>(0)?).version)
+    })
 }
 
 /// Whether the file at `path` belongs to the effective user.
