@@ -15,6 +15,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The input was understood, but the ledger has nothing recorded for it.
     pub const NOT_FOUND: i32 = 3;
+    /// `--fail-on-regression` was given and a regression was found.
+    pub const REGRESSION: i32 = 4;
 }
 
 /// Longer inputs are cut to this many characters in messages: an error line names its
@@ -91,6 +93,8 @@ pub enum Error {
     Panicked(&'static str),
     #[error("cannot set up the wrapper's event loop: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot draw the chart {chart}: {message}")]
+    Chart { chart: String, message: String },
     #[error("{0}")]
     Usage(String),
     #[error("no home directory: set HOME, XDG_STATE_HOME or NIX_LEDGER_HOME")]

@@ -11,8 +11,8 @@
 //! 3. [`store`]: the store on this machine: its database and manifests of its paths.
 //! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
 //! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
-//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `query`),
-//!    [`doctor`].
+//!    [`switch`], [`why`] (why it rebuilt), [`trends`] (regressions over time),
+//!    [`report`] (`history`, `show`, `query`, and the report of everything), [`doctor`].
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -31,6 +31,7 @@ pub mod store;
 pub mod switch;
 pub mod sys;
 pub mod time;
+pub mod trends;
 pub mod why;
 pub mod wrapper;
 
