@@ -64,7 +64,7 @@ fn record_twenty_days(home: &Path) {
             // beta and gamma run side by side with alpha: their memory adds up.
             at += 1_000;
         }
-        let substituted = (day % 4 + 1) as i64;
+        let substituted = day % 4 + 1;
         for _ in 0..substituted {
             serial += 1;
             let drv = format!("/nix/store/{}-dep-1.0.drv", hash_of(serial));
