@@ -341,12 +341,12 @@ pub fn run() -> Result<ExitCode> {
             output,
         } => {
             let since_ms = nix_ledger::time::since_ms(Some(&since))?;
-            let ledger = open_and_ingest(&layout)?;
+            let mut ledger = open_and_ingest(&layout)?;
             let request = report::full::Request {
                 since_ms,
                 period: format!("last {since}"),
             };
-            let computed = report::full::compute(&ledger, &request)?;
+            let computed = report::full::compute(&mut ledger, &request)?;
             let text = match format {
                 ReportFormat::Text => report::text::render(&computed),
                 ReportFormat::Markdown => report::markdown::render(&computed),

@@ -1,14 +1,17 @@
 //! The ledger's reads for `trends` and `report`: every successful local build of every
 //! series in one ordered pass over the partial covering index `builds_by_series`
 //! (migration 0008; no join, so a million builds take a fraction of a second), the
-//! sessions of a period, and the memory their builds used.
+//! sessions of a period, and the memory their builds used; and the rebuild verdicts the
+//! report keeps once judged.
 
 use std::collections::HashMap;
 
 use rusqlite::params;
 
 use super::model::BuildStatus;
+use super::queries::BuiltRow;
 use super::Ledger;
+use crate::time::now_ms;
 use crate::Result;
 
 /// One successful build of a series on this machine.
@@ -80,6 +83,28 @@ pub struct BuildMemory {
     pub started_ms: i64,
     pub finished_ms: i64,
     pub peak_rss_bytes: i64,
+}
+
+/// A build's verdict as a rebuild, to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberedVerdict {
+    pub build_id: i64,
+    /// (kind, the earlier .drv, what caused it) of an avoidable or no-op rebuild; `None`
+    /// for any other build.
+    pub wasted: Option<(String, String, String)>,
+}
+
+/// A kept avoidable or no-op rebuild, with its build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RememberedRebuild {
+    pub build_id: i64,
+    pub drv_path: String,
+    pub name: String,
+    pub previous_drv: String,
+    pub finished_ms: i64,
+    pub duration_ms: Option<i64>,
+    pub kind: String,
+    pub detail: String,
 }
 
 /// The same predicate as the index's, literally: SQLite uses a partial index only when it
@@ -237,6 +262,90 @@ impl Ledger {
             .and_then(|mut stmt| {
                 stmt.query_map(params![session_id, BuildStatus::Built.as_str()], |r| {
                     r.get(0)
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Successful builds finished since `since_ms` whose rebuild verdict is not kept
+    /// yet, oldest first, each with whether it was enriched.
+    pub fn unjudged_builds_since(&self, since_ms: i64) -> Result<Vec<(BuiltRow, bool)>> {
+        self.conn
+            .prepare(
+                "SELECT b.id, b.drv_path, d.name, b.finished_ms, b.duration_ms,
+                        b.enriched_ms IS NOT NULL
+                 FROM builds b JOIN derivations d USING (drv_path)
+                 WHERE b.status = ?2 AND b.finished_ms >= ?1
+                   AND NOT EXISTS (SELECT 1 FROM rebuild_verdicts v WHERE v.build_id = b.id)
+                 ORDER BY b.finished_ms, b.id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![since_ms, BuildStatus::Built.as_str()], |r| {
+                    Ok((
+                        BuiltRow {
+                            id: r.get(0)?,
+                            drv_path: r.get(1)?,
+                            name: r.get(2)?,
+                            finished_ms: r.get(3)?,
+                            duration_ms: r.get(4)?,
+                        },
+                        r.get(5)?,
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Keeps rebuild verdicts, in one transaction.
+    pub fn remember_rebuild_verdicts(&mut self, verdicts: &[RememberedVerdict]) -> Result<()> {
+        if verdicts.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = |e| crate::Error::ledger(&path, e);
+        let tx = self.write_transaction().map_err(err)?;
+        for v in verdicts {
+            let (kind, previous, detail) = match &v.wasted {
+                Some((k, p, d)) => (Some(k.as_str()), Some(p.as_str()), Some(d.as_str())),
+                None => (None, None, None),
+            };
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO rebuild_verdicts (build_id, kind, previous_drv, detail,
+                     judged_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![v.build_id, kind, previous, detail, now_ms()])
+            })
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// The kept avoidable and no-op rebuilds finished since `since_ms`, oldest first.
+    pub fn remembered_rebuilds_since(&self, since_ms: i64) -> Result<Vec<RememberedRebuild>> {
+        self.conn
+            .prepare(
+                "SELECT b.id, b.drv_path, d.name, v.previous_drv, b.finished_ms, b.duration_ms,
+                        v.kind, v.detail
+                 FROM rebuild_verdicts v JOIN builds b ON b.id = v.build_id
+                 JOIN derivations d USING (drv_path)
+                 WHERE v.kind IS NOT NULL AND b.finished_ms >= ?1 AND b.status = ?2
+                 ORDER BY b.finished_ms, b.id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![since_ms, BuildStatus::Built.as_str()], |r| {
+                    Ok(RememberedRebuild {
+                        build_id: r.get(0)?,
+                        drv_path: r.get(1)?,
+                        name: r.get(2)?,
+                        previous_drv: r.get(3)?,
+                        finished_ms: r.get(4)?,
+                        duration_ms: r.get(5)?,
+                        kind: r.get(6)?,
+                        detail: r.get(7)?,
+                    })
                 })?
                 .collect()
             })

@@ -116,7 +116,7 @@ pub struct DurationSeries {
 }
 
 /// Computes the report of `req`.
-pub fn compute(ledger: &Ledger, req: &Request) -> Result<Report> {
+pub fn compute(ledger: &mut Ledger, req: &Request) -> Result<Report> {
     let found = trends::compute(
         ledger,
         &trends::Request {
@@ -125,7 +125,7 @@ pub fn compute(ledger: &Ledger, req: &Request) -> Result<Report> {
         },
     )?;
     let sessions = sessions::sessions(ledger, req.since_ms)?;
-    let wasted = rebuilds::rebuilds(ledger, req.since_ms)?;
+    let wasted = rebuilds::remembered(ledger, req.since_ms)?;
     let costliest = costliest(&wasted.entries);
     let charts = Charts {
         durations: duration_series(

@@ -174,9 +174,18 @@ fn real_builds_flag_the_slowed_derivation_and_no_other() {
         Some(3)
     );
 
-    // The report's regressions are the same computation's.
-    let report = env.ledger_json_format(&["report", "--format", "json"]);
-    assert_eq!(report["regressions"], found["regressions"]);
+    // The report's regressions are the same computation's; its wasted rebuilds are
+    // `rebuilds`' (the outputs of most rounds are identical: no-op rebuilds), judged on
+    // the first report and kept for the next.
+    let wasted = env.ledger_json(&["rebuilds", "--since", "1d"]);
+    assert!(wasted["no_op"].as_u64().unwrap() > 0, "{wasted:#}");
+    for _ in 0..2 {
+        let report = env.ledger_json_format(&["report", "--format", "json"]);
+        assert_eq!(report["regressions"], found["regressions"]);
+        for key in ["avoidable", "no_op", "wasted_ms"] {
+            assert_eq!(report["rebuilds"][key], wasted[key], "{key}");
+        }
+    }
 }
 
 #[test]

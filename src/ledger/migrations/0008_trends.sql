@@ -42,3 +42,14 @@ WHERE status = 'built';
 CREATE INDEX builds_by_series
     ON builds (series_id, finished_ms, duration_ms, peak_rss_bytes, output_nar_bytes, version)
     WHERE status = 'built' AND coalesce(machine, '') = '';
+
+-- Whether a build was an avoidable or a no-op rebuild (`why`'s verdict against the builds
+-- before it), kept once judged: a report over a month of a busy ledger then judges only
+-- what is new. `kind` NULL: judged, not a wasted rebuild.
+CREATE TABLE rebuild_verdicts (
+    build_id     INTEGER PRIMARY KEY REFERENCES builds(id) ON DELETE CASCADE,
+    kind         TEXT CHECK (kind IN ('avoidable', 'no-op')),
+    previous_drv TEXT,
+    detail       TEXT,
+    judged_ms    INTEGER NOT NULL
+);
