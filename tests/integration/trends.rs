@@ -191,7 +191,9 @@ fn real_builds_flag_the_slowed_derivation_and_no_other() {
 #[test]
 fn evaluation_time_is_recorded_within_a_fifth_of_a_known_one() {
     // Wall-clock evaluation of a known length that no CPU load can stretch: the
-    // evaluator waits 2 s for `sleep` (builtins.exec), then the build follows.
+    // evaluator waits 4 s for `sleep` (builtins.exec), then the build follows. Nix's own
+    // start-up comes on top (100-350 ms on a loaded machine): a longer sleep leaves
+    // room for it within the fifth.
     let env = TestEnv::new("trends-eval");
     let fixture = repo().join("tests/fixtures/evaltime.nix");
     for (attr, extra) in [
@@ -223,12 +225,13 @@ fn evaluation_time_is_recorded_within_a_fifth_of_a_known_one() {
     eprintln!("sessions (exec, ifd): {sessions:?}");
     let eval = |i: usize| sessions[i]["eval_ms"].as_i64().unwrap();
     let ifd = |i: usize| sessions[i]["ifd_ms"].as_i64().unwrap();
-    // builtins.exec: 2 s of evaluation, no import-from-derivation.
-    assert!((2_000..=2_400).contains(&eval(0)), "{sessions:?}");
+    // builtins.exec: 4 s of evaluation, no import-from-derivation.
+    let within_a_fifth = 4_000..=4_800;
+    assert!(within_a_fifth.contains(&eval(0)), "{sessions:?}");
     assert_eq!(ifd(0), 0, "{sessions:?}");
-    // An import-from-derivation that sleeps 2 s is evaluation time, and said so.
-    assert!((2_000..=2_400).contains(&eval(1)), "{sessions:?}");
-    assert!((2_000..=2_400).contains(&ifd(1)), "{sessions:?}");
+    // An import-from-derivation that sleeps 4 s is evaluation time, and said so.
+    assert!(within_a_fifth.contains(&eval(1)), "{sessions:?}");
+    assert!(within_a_fifth.contains(&ifd(1)), "{sessions:?}");
     // The 1 s build after it is not.
     for s in &sessions {
         let wall = s["wall"].as_i64().unwrap();
