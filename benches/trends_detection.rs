@@ -31,6 +31,13 @@ fn percent(n: usize, of: usize) -> String {
 }
 
 fn main() {
+    if let Err(e) = run() {
+        eprintln!("trends_detection bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> nix_ledger::Result<()> {
     let per = arg("--series", 1_000);
     let nulls = arg("--null", 5_000);
     let started = std::time::Instant::now();
@@ -40,8 +47,11 @@ fn main() {
     let (mut all_nulls, mut all_false) = (0, 0);
     for baseline in [20, 30, 40] {
         for cv in [0.05, 0.10, 0.15] {
-            let dir = tempfile::tempdir().expect("a temporary directory");
-            let mut ledger = Ledger::open(&dir.path().join("ledger.sqlite")).expect("a ledger");
+            let dir = tempfile::tempdir().map_err(|source| nix_ledger::Error::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            let mut ledger = Ledger::open(&dir.path().join("ledger.sqlite"))?;
             let mut rng = Rng::new((baseline as u64) << 8 | (cv * 100.0) as u64);
             let mut serial = 0;
             for (factor, tag) in [(1.2, "upa"), (1.5, "upb"), (2.0, "upc")] {
@@ -53,7 +63,7 @@ fn main() {
                         &values,
                         0,
                         &mut serial,
-                    );
+                    )?;
                 }
             }
             for i in 0..nulls {
@@ -64,7 +74,7 @@ fn main() {
                     &values,
                     0,
                     &mut serial,
-                );
+                )?;
             }
             for i in 0..per {
                 let mut values = series(&mut rng, 60_000.0, baseline + 5, 0, 1.0, cv);
@@ -76,9 +86,9 @@ fn main() {
                     &values,
                     0,
                     &mut serial,
-                );
+                )?;
             }
-            let found = trends::compute(&ledger, &trends::Request::default()).expect("trends");
+            let found = trends::compute(&ledger, &trends::Request::default())?;
             let count = |prefix: &str| {
                 found
                     .regressions
@@ -104,4 +114,5 @@ fn main() {
         percent(all_false, all_nulls),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
 }

@@ -111,7 +111,7 @@ pub fn record_series(
     durations: &[f64],
     start_ms: i64,
     serial: &mut u64,
-) {
+) -> nix_ledger::Result<()> {
     use nix_ledger::ledger::model::TimingSource;
     use nix_ledger::ledger::record::{BuildRecord, BuildStatus, Source};
     let records: Vec<BuildRecord> = durations
@@ -132,5 +132,5 @@ pub fn record_series(
             rec
         })
         .collect();
-    ledger.record_session_builds(&records).unwrap();
+    ledger.record_session_builds(&records).map(drop)
 }

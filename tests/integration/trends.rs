@@ -83,13 +83,14 @@ fn synthetic_series_recorded_through_the_ledger_are_flagged_when_slower_and_rare
             &values,
             0,
             &mut serial,
-        );
+        )
+        .unwrap();
     }
     for (factor, tag) in [(1.2, "up20x"), (1.5, "up50x"), (2.0, "up100x")] {
         for i in 0..100 {
             let values = series(&mut rng, 60_000.0, 30, 5, factor, 0.10);
             let name = format!("{tag}{i}-1.0");
-            record_series(&mut ledger, &name, &values, 0, &mut serial);
+            record_series(&mut ledger, &name, &values, 0, &mut serial).unwrap();
         }
     }
     let found = trends::compute(&ledger, &trends::Request::default()).unwrap();
