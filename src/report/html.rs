@@ -85,7 +85,7 @@ pub fn render(r: &Report) -> Result<String> {
         if let Some(note) = &t.note {
             out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(note)));
         }
-        if t.title == "Sessions" {
+        if t.title == "Sessions" && r.sessions.count > 0 {
             figures(&mut out, sessions);
         }
         if t.rows.is_empty() {
