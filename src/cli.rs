@@ -12,6 +12,7 @@ use nix_ledger::ledger::{enrich, ingest, Ledger};
 use nix_ledger::paths::Layout;
 use nix_ledger::report::{self, HistoryFilter};
 use nix_ledger::switch;
+use nix_ledger::trends;
 use nix_ledger::why;
 
 /// Records every Nix build: timing, memory, why it rebuilt, what to keep.
@@ -147,6 +148,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build time, peak memory and output size of each derivation name over time, and
+    /// their regressions (see docs/trends.md).
+    Trends {
+        /// Series (a derivation name without its version, e.g. `hello`) or derivation
+        /// names (`hello-2.12`); default: every series built in the period.
+        names: Vec<String>,
+        /// Only series built in this period before now (7d, 24h, "2 weeks"); their
+        /// statistics are over it. Default: all history.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the series built in this session: `latest`, or a session id.
+        #[arg(long)]
+        session: Option<String>,
+        /// Exit with status 5 when a regression is found (for CI).
+        #[arg(long)]
+        fail_on_regression: bool,
+        /// List every series (default: the 25 that took the most build time).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One report of a period: regressions, the slowest derivations, sessions over time
+    /// (evaluation time, cache hit ratio), time lost to wasted rebuilds.
+    Report {
+        /// The period before now (7d, 24h, 90m, "2 weeks").
+        #[arg(long, default_value = "30d")]
+        since: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+        /// Write the report to FILE instead of standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
     /// Check the installation: nix, the hook, the spools, the ledger, lost records.
     Doctor {
         /// Also mark sessions left `running` by a wrapper that died as interrupted.
@@ -177,6 +212,17 @@ enum Command {
     /// The periodic job (run as root): ingest the system spool into the system's ledger,
     /// rotate the spool, and apply the retention policy when it is due.
     Maintain(gc::MaintainFlags),
+}
+
+/// How `report` is written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    /// GitHub-flavoured Markdown (fits `$GITHUB_STEP_SUMMARY`).
+    Markdown,
+    /// One self-contained page with charts.
+    Html,
+    Json,
 }
 
 /// The options `switch`, `boot`, `test` and `build-system` share.
@@ -460,6 +506,60 @@ pub fn run() -> Result<ExitCode> {
                 print_text(&nix_ledger::sync::render(&report))?;
             }
         }
+        Command::Trends {
+            names,
+            since,
+            session,
+            fail_on_regression,
+            all,
+            json,
+        } => {
+            let since_ms = nix_ledger::time::since_ms(since.as_deref())?;
+            let ledger = open_and_ingest(&layout)?;
+            let session = session.map(|s| resolve_session(&ledger, &s)).transpose()?;
+            let request = trends::Request {
+                names,
+                since_ms,
+                session,
+            };
+            let found = trends::compute(&ledger, &request)?;
+            if json {
+                print_json(&found)?;
+            } else {
+                print_text(&trends::render::render(&found, all))?;
+            }
+            if fail_on_regression && !found.regressions.is_empty() {
+                return Ok(exit_code(nix_ledger::exit::REGRESSION));
+            }
+        }
+        Command::Report {
+            since,
+            format,
+            output,
+        } => {
+            let since_ms = nix_ledger::time::since_ms(Some(&since))?;
+            let mut ledger = open_and_ingest(&layout)?;
+            let request = report::full::Request {
+                since_ms,
+                period: format!("last {since}"),
+            };
+            let computed = report::full::compute(&mut ledger, &request)?;
+            let text = match format {
+                ReportFormat::Text => report::text::render(&computed),
+                ReportFormat::Markdown => report::markdown::render(&computed),
+                ReportFormat::Html => report::html::render(&computed)?,
+                ReportFormat::Json => {
+                    let mut json = serde_json::to_string_pretty(&computed)?;
+                    json.push('\n');
+                    json
+                }
+            };
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .map_err(|source| nix_ledger::Error::Write { path, source })?,
+                None => print_text(&text)?,
+            }
+        }
         Command::Doctor { fix, json } => {
             let checks = nix_ledger::doctor::run(&layout, fix);
             if json {
@@ -538,6 +638,22 @@ fn non_empty(value: &str) -> std::result::Result<String, String> {
     } else {
         Ok(value.to_string())
     }
+}
+
+/// `--session latest` or `--session ID`: a session id.
+fn resolve_session(ledger: &Ledger, given: &str) -> Result<i64> {
+    if given == "latest" {
+        return Ok(ledger
+            .latest_session()?
+            .ok_or_else(|| nix_ledger::Error::NotFound("a finished session".into()))?);
+    }
+    given.parse().map_err(|_| {
+        nix_ledger::Error::Usage(format!(
+            "{}: not a session (give `latest` or a session id)",
+            nix_ledger::error::shorten(given)
+        ))
+        .into()
+    })
 }
 
 /// Opens the ledger for a command that reads it, caught up with the spools; when it

@@ -19,6 +19,8 @@ pub mod exit {
     /// a timeout, a server error). The local ledger is as it was, or holds what was
     /// synced before the failure, each part complete.
     pub const HUB: i32 = 4;
+    /// `trends --fail-on-regression` was given and a regression was found.
+    pub const REGRESSION: i32 = 5;
 }
 
 /// Longer inputs are cut to this many characters in messages: an error line names its
@@ -97,6 +99,8 @@ pub enum Error {
     Panicked(&'static str),
     #[error("cannot set up the wrapper's event loop: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot draw the chart {chart}: {message}")]
+    Chart { chart: String, message: String },
     #[error("{0}")]
     Usage(String),
     #[error("no home directory: set HOME, XDG_STATE_HOME or NIX_LEDGER_HOME")]

@@ -12,9 +12,10 @@
 //! 3. [`store`]: the store on this machine: its database and manifests of its paths.
 //! 4. [`ledger`]: the SQLite ledger; it owns every table and every query.
 //! 5. Features: [`hook`] (the post-build-hook's hot path), [`wrapper`] (`build`),
-//!    [`switch`], [`why`] (why it rebuilt), [`report`] (`history`, `show`, `builders`,
-//!    `query`), [`doctor`], [`sync`] (the fleet hub), [`gc`] (`store` and `gc`),
-//!    [`maintenance`] (the periodic job).
+//!    [`switch`], [`why`] (why it rebuilt), [`trends`] (regressions over time),
+//!    [`report`] (`history`, `show`, `builders`, `query`, and the report of everything),
+//!    [`doctor`], [`sync`] (the fleet hub), [`gc`] (`store` and `gc`), [`maintenance`]
+//!    (the periodic job).
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -37,6 +38,7 @@ pub mod switch;
 pub mod sync;
 pub mod sys;
 pub mod time;
+pub mod trends;
 pub mod why;
 pub mod wrapper;
 

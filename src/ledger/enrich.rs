@@ -18,6 +18,7 @@ use std::path::Path;
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
 use super::model::BuildStatus;
+use super::record::series_for;
 use super::snapshots::Gatherer;
 use super::Ledger;
 use crate::nix::drv::{self, Derivation};
@@ -147,6 +148,16 @@ fn write(tx: &Transaction<'_>, e: &Enrichment) -> rusqlite::Result<bool> {
         )?
         .execute(params![e.drv_path, e.name, e.system])?;
     }
+    if let Some(name) = &e.name {
+        // The .drv's own name wins over the one taken from the path: its builds follow
+        // it into its series (a no-op unless the two differ).
+        let (series_id, version) = series_for(tx, name)?;
+        tx.prepare_cached(
+            "UPDATE builds SET series_id = ?2, version = ?3
+             WHERE drv_path = ?1 AND (series_id IS NOT ?2 OR version IS NOT ?3)",
+        )?
+        .execute(params![e.drv_path, series_id, version])?;
+    }
     insert_outputs(tx, e.build_id, &e.outputs_from_drv)?;
     for info in &e.store_infos {
         tx.prepare_cached(
@@ -165,6 +176,16 @@ fn write(tx: &Transaction<'_>, e: &Enrichment) -> rusqlite::Result<bool> {
             now_ms()
         ])?;
     }
+    // The size `trends` follows: all outputs together, once each one's size is known.
+    tx.prepare_cached(
+        "UPDATE builds SET output_nar_bytes = (
+             SELECT CASE WHEN count(*) > 0 AND count(p.nar_size) = count(*)
+                         THEN sum(p.nar_size) END
+             FROM build_outputs o LEFT JOIN store_paths p ON p.path = o.path
+             WHERE o.build_id = ?1)
+         WHERE id = ?1 AND status = ?2",
+    )?
+    .execute(params![e.build_id, BuildStatus::Built.as_str()])?;
     Ok(true)
 }
 

@@ -127,7 +127,7 @@ impl Ledger {
     pub fn begin_sync(&mut self, hub: &str) -> Result<[i64; 4]> {
         let path = self.path.clone();
         let err = |e| Error::ledger(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.write_transaction().map_err(err)?;
         let last: Option<String> = tx
             .query_row("SELECT value FROM ledger_meta WHERE key = 'hub'", [], |r| {
                 r.get(0)
@@ -248,7 +248,7 @@ impl Ledger {
     pub fn mark_pushed(&mut self, sessions: bool, rows: &[(i64, i64)]) -> Result<()> {
         let path = self.path.clone();
         let err = |e| Error::ledger(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.write_transaction().map_err(err)?;
         {
             let sql = match sessions {
                 true => "UPDATE sessions SET pushed_rev = ?2 WHERE id = ?1",
@@ -346,6 +346,8 @@ impl Ledger {
                 numbers.iter().map(|c| format!("{c} = excluded.{c}")).collect::<Vec<_>>().join(", ")
             );
             let mut build = tx.prepare_cached(&sql)?;
+            let mut series =
+                tx.prepare_cached("UPDATE builds SET series_id = ?2, version = ?3 WHERE id = ?1")?;
             let mut clear = tx.prepare_cached("DELETE FROM build_outputs WHERE build_id = ?1")?;
             let mut output = tx.prepare_cached(
                 "INSERT INTO build_outputs (build_id, output_name, path) VALUES (?1, ?2, ?3)",
@@ -369,6 +371,10 @@ impl Ledger {
                 ];
                 values.extend(b.numbers[..10].iter().map(|n| n as &dyn rusqlite::ToSql));
                 let id: i64 = build.query_row(values.as_slice(), |r| r.get(0))?;
+                // Its series, as for a build recorded here (trends reads this ledger's
+                // own builds; the series keeps a pulled one comparable when asked for).
+                let (series_id, version) = super::record::series_for(tx, &b.name)?;
+                series.execute(params![id, series_id, version])?;
                 clear.execute([id])?;
                 if let Value::Object(outputs) = &b.outputs {
                     for (name, path) in outputs {
@@ -392,7 +398,7 @@ impl Ledger {
     ) -> Result<()> {
         let path = self.path.clone();
         let err = |e| Error::ledger(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
+        let tx = self.write_transaction().map_err(err)?;
         write(&tx).map_err(err)?;
         tx.execute(
             &format!(

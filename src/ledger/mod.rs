@@ -17,6 +17,7 @@
 //! - [`queries`]: the typed reads every feature uses; [`builders`]: per-builder numbers.
 //! - [`retention`]: garbage-collection runs, their deletions, binary-cache answers, and
 //!   what a rebuild or download costs.
+//! - [`trends`]: the reads of `trends` and `report`: series, sessions over time.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod builders;
@@ -31,6 +32,7 @@ pub mod record;
 pub mod retention;
 pub mod sessions;
 pub mod snapshots;
+pub mod trends;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_session_pid.sql"),
     include_str!("migrations/0006_remote_and_fleet.sql"),
     include_str!("migrations/0007_retention.sql"),
+    include_str!("migrations/0008_trends.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
@@ -81,6 +84,7 @@ impl Ledger {
             path: path.to_path_buf(),
         };
         ledger.configure()?;
+        register_functions(&ledger.conn).map_err(|e| Error::ledger(path, e))?;
         ledger.migrate()?;
         Ok(ledger)
     }
@@ -305,6 +309,21 @@ pub fn open_caught_up(layout: &crate::paths::Layout) -> Result<CaughtUp> {
 /// this is dropped.
 pub struct ReadScope<'l> {
     _tx: rusqlite::Transaction<'l>,
+}
+
+/// SQL functions of nix-ledger's own connection, for the migrations that fill new columns
+/// from old rows (a ledger restored from a CI cache, written by an older nix-ledger):
+/// `nix_series_key(name)` and `nix_series_version(name)` ([`crate::nix::name::series_of`]).
+/// Nothing stored depends on them: `sqlite3` and `nix-ledger query` never need them.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("nix_series_key", 1, flags, |ctx| {
+        Ok(crate::nix::name::series_of(&ctx.get::<String>(0)?).key)
+    })?;
+    conn.create_scalar_function("nix_series_version", 1, flags, |ctx| {
+        Ok(crate::nix::name::series_of(&ctx.get::<String>(0)?).version)
+    })
 }
 
 /// Whether the file at `path` belongs to the effective user.

@@ -7,6 +7,7 @@
 use rusqlite::{params, OptionalExtension, Transaction};
 
 pub use super::model::{BuildStatus, Source, TimingSource};
+use crate::nix::name::series_of;
 use crate::nix::store_path::path_name;
 
 /// A hook record and a wrapper record of the same .drv are the same build when the hook
@@ -107,7 +108,7 @@ impl Recorded {
 
 /// Records one build, merging it with the other source's record of the same build.
 pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<Recorded> {
-    upsert_derivation(tx, rec)?;
+    let name = upsert_derivation(tx, rec)?;
 
     if let Some(hook_ms) = rec.hook_recorded_ms {
         let existing: Option<i64> = tx
@@ -132,7 +133,7 @@ pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result
             merge_into(tx, id, rec)?;
             Recorded::Merged(id)
         }
-        None => Recorded::Inserted(insert(tx, rec)?),
+        None => Recorded::Inserted(insert(tx, rec, &name)?),
     };
     for (name, path) in &rec.outputs {
         tx.prepare_cached(
@@ -144,7 +145,8 @@ pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result
     Ok(id)
 }
 
-fn upsert_derivation(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<()> {
+/// Inserts or updates the build's derivation; returns the name it has in the ledger now.
+fn upsert_derivation(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<String> {
     let name = rec
         .name
         .clone()
@@ -153,16 +155,31 @@ fn upsert_derivation(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
         "INSERT INTO derivations (drv_path, name, system, first_seen_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (drv_path) DO UPDATE SET
              system = COALESCE(derivations.system, excluded.system),
-             name = CASE WHEN ?5 THEN excluded.name ELSE derivations.name END",
+             name = CASE WHEN ?5 THEN excluded.name ELSE derivations.name END
+         RETURNING name",
     )?
-    .execute(params![
-        rec.drv_path,
-        name,
-        rec.system,
-        rec.finished_ms,
-        rec.name.is_some()
-    ])?;
-    Ok(())
+    .query_row(
+        params![
+            rec.drv_path,
+            name,
+            rec.system,
+            rec.finished_ms,
+            rec.name.is_some()
+        ],
+        |r| r.get(0),
+    )
+}
+
+/// The row of the series a derivation name belongs to (created if new), and the version
+/// in the name: what `trends` groups and marks builds by.
+pub(crate) fn series_for(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<(i64, String)> {
+    let series = series_of(name);
+    tx.prepare_cached("INSERT OR IGNORE INTO series (key) VALUES (?1)")?
+        .execute([&series.key])?;
+    let id = tx
+        .prepare_cached("SELECT id FROM series WHERE key = ?1")?
+        .query_row([&series.key], |r| r.get(0))?;
+    Ok((id, series.version))
 }
 
 /// A wrapper row of the same .drv that the hook has not been matched to yet, whose build
@@ -215,18 +232,19 @@ fn find_hook_partner(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Resul
     .optional()
 }
 
-fn insert(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<i64> {
+fn insert(tx: &Transaction<'_>, rec: &BuildRecord, name: &str) -> rusqlite::Result<i64> {
     let (spool_key, spool_offset) = match &rec.spool {
         Some((key, offset)) => (Some(key.as_str()), Some(*offset)),
         None => (None, None),
     };
+    let (series_id, version) = series_for(tx, name)?;
     tx.prepare_cached(
         "INSERT INTO builds (drv_path, session_id, source, status, started_ms, finished_ms,
              duration_ms, timing_source, machine, peak_rss_bytes, cpu_user_ms, cpu_system_ms,
              log_lines, log_tail, hook_recorded_ms, spool_key, spool_offset, upload_ms,
-             download_ms, connect_ms)
+             download_ms, connect_ms, series_id, version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-             ?18, ?19, ?20)",
+             ?18, ?19, ?20, ?21, ?22)",
     )?
     .execute(params![
         rec.drv_path,
@@ -249,6 +267,8 @@ fn insert(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result<i64> {
         rec.upload_ms,
         rec.download_ms,
         rec.connect_ms,
+        series_id,
+        version,
     ])?;
     Ok(tx.last_insert_rowid())
 }

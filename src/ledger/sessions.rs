@@ -38,6 +38,12 @@ pub struct SessionClosing {
     pub substituted: i64,
     pub failed: i64,
     pub downloaded_bytes: i64,
+    /// How long Nix evaluated before its last realisation began (import-from-derivation
+    /// builds included), of which `ifd_ms` in such builds, and the downloads evaluation
+    /// made; `None` when unknown.
+    pub eval_ms: Option<i64>,
+    pub ifd_ms: Option<i64>,
+    pub eval_fetches: Option<i64>,
 }
 
 impl SessionClosing {
@@ -56,6 +62,9 @@ impl SessionClosing {
             substituted: 0,
             failed: 0,
             downloaded_bytes: 0,
+            eval_ms: None,
+            ifd_ms: None,
+            eval_fetches: None,
         }
     }
 }
@@ -129,7 +138,7 @@ impl Ledger {
                 "UPDATE sessions SET finished_ms = ?2, status = ?3, exit_code = ?4, nix_version = ?5,
                      max_jobs = ?6, cores = ?7, host_cores = ?8, host_memory_bytes = ?9,
                      built_count = ?10, substituted_count = ?11, failed_count = ?12,
-                     downloaded_bytes = ?13
+                     downloaded_bytes = ?13, eval_ms = ?14, ifd_ms = ?15, eval_fetches = ?16
                  WHERE id = ?1",
                 params![
                     id,
@@ -144,7 +153,10 @@ impl Ledger {
                     c.built,
                     c.substituted,
                     c.failed,
-                    c.downloaded_bytes
+                    c.downloaded_bytes,
+                    c.eval_ms,
+                    c.ifd_ms,
+                    c.eval_fetches
                 ],
             )
             .map_err(err)?;

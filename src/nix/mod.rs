@@ -1,6 +1,7 @@
 //! Readers of Nix's own data and the `nix` command line: derivation files, store paths
-//! and their names, nixbase32, build logs, Nix's configuration, the derivation graph,
-//! and the commands garbage collection runs (roots, profiles, binary caches, deletion).
+//! and their names (with the version in a name: [`name`]), nixbase32, build logs, Nix's
+//! configuration, the derivation graph, and the commands garbage collection runs (roots,
+//! profiles, binary caches, deletion).
 //! The lowest layer: it imports nothing else of nix-ledger but errors and time.
 
 pub mod build_log;
@@ -11,6 +12,7 @@ pub mod dirs;
 pub mod drv;
 pub mod graph;
 pub mod machines;
+pub mod name;
 pub mod nixbase32;
 pub mod profiles;
 pub mod roots;

@@ -1,7 +1,18 @@
-//! Reports over the ledger: `history`, `show`, `builders` and read-only `query`. Each report is a
-//! serialisable value (what `--json` prints) with a plain-text rendering for people.
+//! Reports over the ledger: `history`, `show`, `builders`, read-only `query`, and
+//! `report`, the report of everything over a period. Each report is a serialisable value
+//! (what `--json` prints) with renderings for people.
+//!
+//! - [`full`]: `report`'s one computation; [`sessions`]: its sessions over time.
+//! - [`text`], [`markdown`], [`html`] (with [`charts`]): its renderings.
+//! - [`query`]: the user's SQL, streamed.
 
+pub mod charts;
+pub mod full;
+pub mod html;
+pub mod markdown;
 pub mod query;
+pub mod sessions;
+pub mod text;
 
 use crate::ledger::Ledger;
 use crate::size::human_bytes;

@@ -15,6 +15,8 @@ pub const PREFIX: &[u8] = b"@nix ";
 
 /// Activity types (`start.type`) the wrapper acts on. Others pass through untouched.
 pub mod activity {
+    /// "querying info about missing paths", among others.
+    pub const UNKNOWN: u64 = 0;
     pub const COPY_PATH: u64 = 100;
     pub const FILE_TRANSFER: u64 = 101;
     pub const REALISE: u64 = 102;

@@ -15,6 +15,7 @@
 //! - `supervisor`: the event loop, signals and the child's process group.
 //! - [`reader`]: Nix's stderr, read in stamped chunks on a thread of its own.
 //! - [`events`]: parsing the JSON log.
+//! - [`evaltime`]: how long Nix evaluated, from the order of its activities.
 //! - [`builddir`]: where Nix builds, and which build user runs a build.
 //! - [`state`]: what the log says happened.
 //!   [`state::remote`]: builds on remote builders, and the activities they forward.
@@ -26,6 +27,7 @@
 
 pub mod args;
 pub mod builddir;
+pub mod evaltime;
 pub mod events;
 pub mod progress;
 pub mod reader;

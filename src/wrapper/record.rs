@@ -3,6 +3,7 @@
 //! quiet, while it tears down), and the end: the builds not recorded yet, the outcome of
 //! those the log restated, and the session's row, in one transaction.
 
+use super::evaltime::EvalTiming;
 use super::progress::Progress;
 use super::session::{self, SubstitutedDrv};
 use super::state::State;
@@ -134,6 +135,7 @@ pub(super) struct Ending<'a> {
     pub exit_code: i32,
     pub finished_ms: i64,
     pub wall_ms: i64,
+    pub eval: EvalTiming,
     pub environment: std::thread::JoinHandle<Environment>,
 }
 
@@ -164,6 +166,7 @@ pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Outcome {
         exit_code,
         finished_ms,
         wall_ms,
+        eval,
         environment,
     } = end;
     let early = match early {
@@ -201,6 +204,10 @@ pub(super) fn record_end(watched: Watched, end: Ending<'_>) -> Outcome {
         substituted: summary.substituted as i64,
         failed: summary.failed as i64,
         downloaded_bytes: summary.downloaded_bytes as i64,
+        // Interrupted while evaluating, it is not known how long evaluation would take.
+        eval_ms: (eval.realised || interrupted_by.is_none()).then_some(eval.eval_ms),
+        ifd_ms: Some(eval.ifd_ms),
+        eval_fetches: Some(eval.eval_fetches as i64),
     };
     let (session_id, rebuild_causes) = match recording {
         None => (None, Ok(None)),

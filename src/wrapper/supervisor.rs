@@ -11,7 +11,8 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::args::{nix_command, ArgsInfo};
 use super::builddir::BuildRoots;
-use super::events::{parse_line, Line};
+use super::evaltime::EvalClock;
+use super::events::{parse_line, Event, Line};
 use super::progress::{self, Progress, Style};
 use super::reader::{read_in_chunks, Chunk};
 use super::record::{self, Early, EarlyWork, Recording};
@@ -33,6 +34,8 @@ const ESCALATE_AFTER: Duration = Duration::from_secs(5);
 /// The supervisor's mutable parts.
 struct Supervisor {
     state: State,
+    /// When evaluation ended, from the same events.
+    eval: EvalClock,
     progress: Progress,
     sampler: Sampler,
     /// The ledger and the session row, unless the ledger could not be opened or
@@ -85,6 +88,11 @@ impl Supervisor {
                 return;
             }
         };
+        match event {
+            Event::Start { id, ty, .. } => self.eval.start(id, ty, now),
+            Event::Stop { id } => self.eval.stop(id, now),
+            _ => {}
+        }
         let notice = self.state.apply(&event, now, now_ms);
         let started = match notice {
             Some(Notice::LogLine { name, line }) => {
@@ -257,6 +265,7 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .process_group(0);
+    let spawned = Instant::now();
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(source) => {
@@ -289,6 +298,7 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
     let build_roots = BuildRoots::of_this_machine();
     let mut sup = Supervisor {
         state: State::new(build_roots.clone()),
+        eval: EvalClock::default(),
         progress: Progress::new(Style::detect(info.print_build_logs, info.extra_verbosity)),
         sampler: Sampler::start(Some(pgid), build_roots),
         recording,
@@ -340,6 +350,7 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
     };
     let finished_ms = now_ms();
     let wall_ms = started.elapsed().as_millis() as i64;
+    let eval = sup.eval.finish(spawned, Instant::now());
     sup.state.cut_off(finished_ms);
     for build in sup.state.finished.iter_mut().filter(|b| b.usage.is_none()) {
         build.usage = sup.sampler.finish(&build.drv_path);
@@ -381,6 +392,7 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
             exit_code,
             finished_ms,
             wall_ms,
+            eval,
             environment,
         },
     ))

@@ -190,6 +190,11 @@ impl TestEnv {
         cmd
     }
 
+    /// `nix-ledger ARGS` (which print JSON themselves, e.g. `--format json`), parsed.
+    pub fn ledger_json_format(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ledger_ok(args)).unwrap()
+    }
+
     /// `nix-ledger ARGS --json`, which must succeed, parsed.
     pub fn ledger_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
