@@ -31,6 +31,7 @@ pub mod store;
 pub mod switch;
 pub mod sys;
 pub mod time;
+pub mod tune;
 pub mod why;
 pub mod wrapper;
 
