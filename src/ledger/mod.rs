@@ -14,6 +14,8 @@
 //! - [`snapshots`], [`manifests`]: what `why` needs after garbage collection.
 //! - [`sessions`]: the wrapper's session rows.
 //! - [`queries`]: the typed reads every feature uses.
+//! - [`tune`]: what `tune` reads (measured builds, sessions) and the contention the
+//!   wrapper records.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod enrich;
@@ -25,6 +27,7 @@ pub mod raw;
 pub mod record;
 pub mod sessions;
 pub mod snapshots;
+pub mod tune;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -42,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_enrichment.sql"),
     include_str!("migrations/0004_bounded_manifests.sql"),
     include_str!("migrations/0005_session_pid.sql"),
+    include_str!("migrations/0009_tune.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.
