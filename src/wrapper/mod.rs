@@ -19,12 +19,14 @@
 //! - [`state`]: what the log says happened.
 //! - [`progress`]: rendering on stderr.
 //! - [`sampler`]: memory and CPU of running builds.
+//! - [`contention`]: the load each build competed with, and its CPU time to the end.
 //! - `record`: the early record and the end of the session.
 //! - [`session`]: what the wrapper saw, as the ledger's records.
 //! - [`summary`]: the summary after every build.
 
 pub mod args;
 pub mod builddir;
+pub mod contention;
 pub mod events;
 pub mod progress;
 pub mod reader;

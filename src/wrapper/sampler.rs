@@ -24,12 +24,14 @@
 //!
 //! CPU time of a tree at one instant is Σ over its live processes of utime+stime plus
 //! cutime+cstime: a reaped child's time moves into its parent's `c*time`, so every
-//! CPU-second is counted exactly once; the maximum over samples is kept.
+//! CPU-second is counted exactly once; the maximum over samples is kept. What the last
+//! sample missed, and the load the build competed with, are [`super::contention`]'s.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::builddir::BuildRoots;
+use super::contention::{self, Reaped, Watch};
 use crate::nix::store_path::path_name;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +47,10 @@ pub struct Usage {
     pub cpu_system_ms: u64,
     /// Samples in which at least one process of the build was seen.
     pub samples: u64,
+    /// Time it was seen using CPU, and the CPU the rest of the host used meanwhile
+    /// ([`super::contention`]).
+    pub cpu_window_ms: u64,
+    pub others_cpu_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -54,11 +60,36 @@ struct Tracked {
     /// When the build was seen to start (Unix ms).
     started_ms: i64,
     usage: Usage,
+    watch: Watch,
+}
+
+impl Tracked {
+    fn cpu_ms(&self) -> u64 {
+        self.usage.cpu_user_ms + self.usage.cpu_system_ms
+    }
+
+    /// Takes the build's CPU time to the end from `reaped` (user, system ms of Nix's
+    /// children not yet given to a build); returns how much of it was taken.
+    fn settle(&mut self, reaped: (u64, u64), now: Instant) -> u64 {
+        let sampled = self.cpu_ms();
+        match self.watch.settle(sampled, reaped.0 + reaped.1, now) {
+            Some(total) => {
+                let (user, system) = contention::split(total, reaped.0, reaped.1);
+                self.usage.cpu_user_ms = self.usage.cpu_user_ms.max(user);
+                self.usage.cpu_system_ms = self.usage.cpu_system_ms.max(system);
+                total
+            }
+            None => 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     builds: HashMap<String, Tracked>,
+    /// Nix's children's CPU time; `None` while unknown (no Nix pid, not readable).
+    reaped: Option<Reaped>,
+    nix_pid: Option<i32>,
     stop: bool,
     /// Total time spent sampling, for measuring the sampler's own cost.
     busy: Duration,
@@ -75,7 +106,10 @@ impl Sampler {
     /// Starts the sampling thread for the builds of the Nix process `nix_pid`, whose
     /// build directories are in one of `build_roots`.
     pub fn start(nix_pid: Option<i32>, build_roots: BuildRoots) -> Sampler {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            nix_pid,
+            ..Shared::default()
+        }));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("nix-ledger-sampler".into())
@@ -93,6 +127,7 @@ impl Sampler {
                     name: path_name(drv_path).to_string(),
                     started_ms,
                     usage: Usage::default(),
+                    watch: Watch::default(),
                 },
             );
         }
@@ -100,7 +135,14 @@ impl Sampler {
 
     /// Stops watching `drv_path` and returns what was measured (`None` if nothing was seen).
     pub fn finish(&self, drv_path: &str) -> Option<Usage> {
-        let tracked = self.shared.lock().ok()?.builds.remove(drv_path)?;
+        let mut shared = self.shared.lock().ok()?;
+        let mut tracked = shared.builds.remove(drv_path)?;
+        // Its builder was reaped just before Nix said it ended: its whole CPU time is
+        // in Nix's children's time now (see `contention`).
+        let now = shared.nix_pid.and_then(children_cpu_ms);
+        if let (Some(reaped), Some(now)) = (shared.reaped.as_mut(), now) {
+            reaped.taken += tracked.settle(reaped.available(now), Instant::now());
+        }
         (tracked.usage.samples > 0).then_some(tracked.usage)
     }
 
@@ -131,6 +173,7 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
         build_roots,
         ..ProcTable::default()
     };
+    let tick_ms = 1000.0 / crate::sys::clock_ticks_per_second();
     loop {
         std::thread::park_timeout(INTERVAL);
         let watched: Vec<Watched> = match shared.lock() {
@@ -151,15 +194,35 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
         }
         let began = Instant::now();
         let measured = procs.sample(&watched);
+        let host_busy = contention::host_busy_ms(tick_ms);
+        let children = nix_pid.and_then(children_cpu_ms);
         let Ok(mut s) = shared.lock() else { return };
+        let mut seen = HashSet::with_capacity(measured.len());
         for (drv, m) in measured {
             if let Some(t) = s.builds.get_mut(&drv) {
                 t.usage.peak_rss_bytes = t.usage.peak_rss_bytes.max(m.peak_rss_bytes);
                 t.usage.cpu_user_ms = t.usage.cpu_user_ms.max(m.cpu_user_ms);
                 t.usage.cpu_system_ms = t.usage.cpu_system_ms.max(m.cpu_system_ms);
                 t.usage.samples += 1;
+                let cpu = t.cpu_ms();
+                t.watch.observe(began, host_busy, cpu);
+                t.usage.cpu_window_ms = t.watch.window_ms;
+                t.usage.others_cpu_ms = t.watch.others_cpu_ms;
+                seen.insert(drv);
             }
         }
+        if let (Some(reaped), Some(now)) = (s.reaped, children) {
+            // A build measured before and not now ended in this round: if it is the only
+            // one, what Nix reaped meanwhile is its CPU time to the end.
+            let mut gone = s
+                .builds
+                .iter_mut()
+                .filter(|(drv, t)| t.watch.seen() && !seen.contains(*drv));
+            if let (Some((_, t)), None) = (gone.next(), gone.next()) {
+                t.settle(reaped.available(now), Instant::now());
+            }
+        }
+        s.reaped = children.map(|at_round| Reaped { at_round, taken: 0 });
         s.busy += began.elapsed();
         s.rounds += 1;
     }
@@ -174,6 +237,16 @@ struct Stat {
     cutime: u64,
     cstime: u64,
     rss_pages: u64,
+}
+
+/// The CPU time (user, system ms) of the reaped children of process `pid`.
+fn children_cpu_ms(pid: i32) -> Option<(u64, u64)> {
+    let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let tick_ms = 1000.0 / crate::sys::clock_ticks_per_second();
+    Some((
+        (stat.cutime as f64 * tick_ms) as u64,
+        (stat.cstime as f64 * tick_ms) as u64,
+    ))
 }
 
 /// Parses the text of `/proc/<pid>/stat`. The command name may contain spaces and
