@@ -1,5 +1,6 @@
 //! Nix's version and the settings nix-ledger decides by (`max-jobs`, `cores`, the
-//! substituters, `keep-outputs`/`keep-derivations`, `builders`), as Nix itself resolves
+//! substituters, `keep-outputs`/`keep-derivations`, `builders`, `build-users-group`,
+//! `post-build-hook`), as Nix itself resolves
 //! them (`nix show-config`: nix.conf, `NIX_CONFIG`, `auto`). Cached in the state
 //! directory: asking costs two `nix` processes (~35 ms of CPU), and the answers change
 //! only when the `nix` binary or a nix.conf changes, which is what the cache is keyed on.
@@ -27,6 +28,10 @@ pub struct NixSettings {
     pub keep_derivations: Option<bool>,
     /// The `builders` setting as written (machines inline, or `@FILE`).
     pub builders: Option<String>,
+    /// `build-users-group` (empty: builds run as the user running Nix).
+    pub build_users_group: Option<String>,
+    /// `post-build-hook` (empty: none): it blocks Nix's build loop up to Nix 2.34.
+    pub post_build_hook: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,9 +129,10 @@ fn ask_nix() -> NixSettings {
             .unwrap_or_default();
         s.keep_outputs = value("keep-outputs").and_then(|v| v.as_bool());
         s.keep_derivations = value("keep-derivations").and_then(|v| v.as_bool());
-        s.builders = value("builders")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let text = |name| value(name).and_then(|v| v.as_str()).map(str::to_string);
+        s.builders = text("builders");
+        s.build_users_group = text("build-users-group");
+        s.post_build_hook = text("post-build-hook");
     }
     s
 }
