@@ -10,6 +10,11 @@
 //! profile's idle time, which load does not stretch) scales the CPU work of every build
 //! still to run. The ratio starts at 1 with the weight of `prior_jobs` average builds,
 //! so that one odd build does not swing the estimate, and is clamped to [0.25, 4].
+//!
+//! Load from outside the build (another compile, a browser) is not left for the ratio
+//! to learn slowly: the wrapper measures it, and [`EtaTracker::set_outside_load`]
+//! simulates the whole build again with those cores taken, so that the ratio compares
+//! like with like and the rest of the build is simulated under the same load.
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +59,25 @@ impl EtaTracker {
 
     pub fn workload(&self) -> &Workload {
         &self.w
+    }
+
+    /// The outside load, in cores, to simulate with from now on. Moves of less than a
+    /// quarter of a core are ignored, so that the start-of-build simulation the finished
+    /// builds are compared with is not redone for noise.
+    pub fn set_outside_load(&mut self, cores: f64) -> Result<(), TuneError> {
+        let host = f64::from(self.params.host_cores);
+        // Never all of it: the builds run, however slowly.
+        let cores = if cores.is_finite() {
+            cores.clamp(0.0, (host - 0.25).max(0.0))
+        } else {
+            0.0
+        };
+        if (cores - self.params.background_reserved).abs() < 0.25 {
+            return Ok(());
+        }
+        self.params.background_reserved = cores;
+        self.baseline = simulate(&self.w, &self.params)?;
+        Ok(())
     }
 
     /// The ETA before anything ran: the simulated makespan.
@@ -226,5 +250,30 @@ mod tests {
         assert!((e.correction - 1.75).abs() < 1e-9);
         assert!((e.remaining_ms - 7000.0).abs() < 1e-6);
         assert!(t.update(&st[..3], &fin).is_err());
+    }
+
+    #[test]
+    fn outside_load_is_simulated_not_learned() {
+        // Two serial builds on 2 cores while another compile takes one: they share the
+        // other core, and finishing at that pace is on the model.
+        let w = Workload::new(
+            (0..2)
+                .map(|i| JobSpec::new(format!("s{i}"), vec![], Profile::new(0.0, 1000.0, 0.0, 0)))
+                .collect(),
+        )
+        .unwrap();
+        let mut t = EtaTracker::new(w, SimParams::new(2, 1, 2)).unwrap();
+        assert!((t.initial().remaining_ms - 1000.0).abs() < 1e-6);
+        t.set_outside_load(1.0).unwrap();
+        assert!((t.initial().remaining_ms - 2000.0).abs() < 1e-6);
+        let st = [JobState::Running { elapsed_ms: 1000.0 }; 2];
+        let e = t.update(&st, &[]).unwrap();
+        assert!((e.correction - 1.0).abs() < 1e-9);
+        assert!((e.remaining_ms - 1000.0).abs() < 1e-6, "{}", e.remaining_ms);
+        // Noise does not redo the simulation; the load is capped below the host.
+        t.set_outside_load(1.1).unwrap();
+        assert!((t.initial().remaining_ms - 2000.0).abs() < 1e-6);
+        t.set_outside_load(f64::INFINITY).unwrap();
+        assert!((t.initial().remaining_ms - 1000.0).abs() < 1e-6);
     }
 }

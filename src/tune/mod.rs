@@ -19,7 +19,7 @@ pub mod eta;
 pub mod grid;
 pub mod host;
 pub mod inputs;
-
+pub mod live;
 pub mod model;
 pub mod observe;
 pub mod oom;

@@ -35,11 +35,14 @@ pub struct Watch {
 
 impl Watch {
     /// A round measured the build at `cpu_ms` (user + system) while the host's busy time
-    /// was `host_busy_ms`.
-    pub fn observe(&mut self, now: Instant, host_busy_ms: Option<u64>, cpu_ms: u64) {
+    /// was `host_busy_ms`; returns the CPU time it used since the previous round (all of
+    /// it the first time).
+    pub fn observe(&mut self, now: Instant, host_busy_ms: Option<u64>, cpu_ms: u64) -> u64 {
+        let mut used = cpu_ms;
         if let Some((then, busy_then, cpu_then)) = self.prev {
             let dt = now.saturating_duration_since(then).as_millis() as u64;
             let own = cpu_ms.saturating_sub(cpu_then);
+            used = own;
             if own > 0 && dt > 0 {
                 self.max_rate = self.max_rate.max(own as f64 / dt as f64);
                 if let (Some(busy), Some(busy_then)) = (host_busy_ms, busy_then) {
@@ -49,6 +52,7 @@ impl Watch {
             }
         }
         self.prev = Some((now, host_busy_ms, cpu_ms));
+        used
     }
 
     /// Whether a round has measured it.
@@ -89,6 +93,49 @@ impl Reaped {
     }
 }
 
+/// The load the rest of the host puts on it while a session builds, in cores: its busy
+/// time less what the session's builds, Nix itself and the wrapper used, smoothed over a
+/// few seconds of rounds. The
+/// ETA simulates the rest of the build with it ([`crate::tune::live`]) rather than
+/// waiting to learn it from builds that ran slow.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutsideLoad {
+    /// The last round: when, the host's busy time, and Nix's and the wrapper's own.
+    last: Option<(Instant, u64, u64)>,
+    cores: Option<f64>,
+}
+
+/// Weight of each round in [`OutsideLoad`]: a time constant of about ten rounds (2 s).
+const OUTSIDE_WEIGHT: f64 = 0.1;
+
+impl OutsideLoad {
+    /// A round at `now`: the host was busy `host_busy_ms` and Nix and the wrapper used
+    /// `ours_ms` (both cumulative), and the builds used `builds_ms` since the last round.
+    pub fn round(&mut self, now: Instant, host_busy_ms: Option<u64>, ours_ms: u64, builds_ms: u64) {
+        let Some(busy) = host_busy_ms else { return };
+        if let Some((then, busy_then, ours_then)) = self.last {
+            let dt = now.saturating_duration_since(then).as_secs_f64() * 1e3;
+            if dt > 0.0 {
+                let others = busy
+                    .saturating_sub(busy_then)
+                    .saturating_sub(builds_ms)
+                    .saturating_sub(ours_ms.saturating_sub(ours_then))
+                    as f64
+                    / dt;
+                self.cores = Some(match self.cores {
+                    Some(c) => c + OUTSIDE_WEIGHT * (others - c),
+                    None => others,
+                });
+            }
+        }
+        self.last = Some((now, busy, ours_ms));
+    }
+
+    pub fn cores(&self) -> Option<f64> {
+        self.cores
+    }
+}
+
 /// The host's busy CPU time (user, nice, system, irq, softirq, steal) from `/proc/stat`,
 /// in ms.
 pub fn host_busy_ms(tick_ms: f64) -> Option<u64> {
@@ -107,6 +154,24 @@ fn parse_host_busy(text: &str, tick_ms: f64) -> Option<u64> {
         .map(|&i| f.get(i).copied().unwrap_or(0))
         .sum();
     Some((ticks as f64 * tick_ms) as u64)
+}
+
+/// The CPU time (user, system ms) of the reaped children of process `pid`.
+pub fn children_cpu_ms(pid: i32) -> Option<(u64, u64)> {
+    let stat =
+        super::sampler::parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    let tick_ms = 1000.0 / crate::sys::clock_ticks_per_second();
+    Some((
+        (stat.cutime as f64 * tick_ms) as u64,
+        (stat.cstime as f64 * tick_ms) as u64,
+    ))
+}
+
+/// The CPU time (user + system ms) process `pid` used itself, all its threads.
+pub fn own_cpu_ms(pid: i32) -> Option<u64> {
+    let stat =
+        super::sampler::parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
+    Some(((stat.utime + stat.stime) as f64 * 1000.0 / crate::sys::clock_ticks_per_second()) as u64)
 }
 
 /// Splits `total_ms` of CPU time like `user`:`system`.
@@ -155,6 +220,20 @@ mod tests {
         w2.observe(t0 + Duration::from_millis(200), None, 100);
         assert_eq!(w2.settle(100, 130, end), Some(130));
         assert_eq!(w2.settle(100, 50, end), None, "someone else's reaped time");
+    }
+
+    #[test]
+    fn the_outside_load_is_what_the_builds_did_not_use() {
+        let t0 = Instant::now();
+        let mut load = OutsideLoad::default();
+        load.round(t0, Some(10_000), 500, 0);
+        assert_eq!(load.cores(), None);
+        // 200 ms: the host was busy 350 ms, the builds 100, Nix and us 50: 1 core.
+        load.round(t0 + Duration::from_millis(200), Some(10_350), 550, 100);
+        assert!((load.cores().unwrap() - 1.0).abs() < 1e-9);
+        // Then nobody else: it decays, slowly.
+        load.round(t0 + Duration::from_millis(400), Some(10_450), 550, 100);
+        assert!((load.cores().unwrap() - 0.9).abs() < 1e-9);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::builddir::BuildRoots;
-use super::contention::{self, Reaped, Watch};
+use super::contention::{self, children_cpu_ms, own_cpu_ms, OutsideLoad, Reaped, Watch};
 use crate::nix::store_path::path_name;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,6 +89,7 @@ struct Shared {
     builds: HashMap<String, Tracked>,
     /// Nix's children's CPU time; `None` while unknown (no Nix pid, not readable).
     reaped: Option<Reaped>,
+    outside: OutsideLoad,
     nix_pid: Option<i32>,
     stop: bool,
     /// Total time spent sampling, for measuring the sampler's own cost.
@@ -146,6 +147,12 @@ impl Sampler {
         (tracked.usage.samples > 0).then_some(tracked.usage)
     }
 
+    /// The load, in cores, the rest of the host puts on it while builds run; `None` until
+    /// two rounds have seen builds.
+    pub fn outside_load(&self) -> Option<f64> {
+        self.shared.lock().ok()?.outside.cores()
+    }
+
     /// The sampler's own cost so far: time spent sampling and the number of rounds.
     pub fn cost(&self) -> (Duration, u64) {
         self.shared
@@ -198,6 +205,7 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
         let children = nix_pid.and_then(children_cpu_ms);
         let Ok(mut s) = shared.lock() else { return };
         let mut seen = HashSet::with_capacity(measured.len());
+        let mut builds_ms = 0;
         for (drv, m) in measured {
             if let Some(t) = s.builds.get_mut(&drv) {
                 t.usage.peak_rss_bytes = t.usage.peak_rss_bytes.max(m.peak_rss_bytes);
@@ -205,7 +213,7 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
                 t.usage.cpu_system_ms = t.usage.cpu_system_ms.max(m.cpu_system_ms);
                 t.usage.samples += 1;
                 let cpu = t.cpu_ms();
-                t.watch.observe(began, host_busy, cpu);
+                builds_ms += t.watch.observe(began, host_busy, cpu);
                 t.usage.cpu_window_ms = t.watch.window_ms;
                 t.usage.others_cpu_ms = t.watch.others_cpu_ms;
                 seen.insert(drv);
@@ -223,6 +231,12 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
             }
         }
         s.reaped = children.map(|at_round| Reaped { at_round, taken: 0 });
+        let ours = [nix_pid, Some(std::process::id() as i32)]
+            .into_iter()
+            .flatten()
+            .filter_map(own_cpu_ms)
+            .sum();
+        s.outside.round(began, host_busy, ours, builds_ms);
         s.busy += began.elapsed();
         s.rounds += 1;
     }
@@ -230,28 +244,18 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
 
 /// One process, from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
+pub(super) struct Stat {
     ppid: i32,
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
+    pub(super) utime: u64,
+    pub(super) stime: u64,
+    pub(super) cutime: u64,
+    pub(super) cstime: u64,
     rss_pages: u64,
-}
-
-/// The CPU time (user, system ms) of the reaped children of process `pid`.
-fn children_cpu_ms(pid: i32) -> Option<(u64, u64)> {
-    let stat = parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?;
-    let tick_ms = 1000.0 / crate::sys::clock_ticks_per_second();
-    Some((
-        (stat.cutime as f64 * tick_ms) as u64,
-        (stat.cstime as f64 * tick_ms) as u64,
-    ))
 }
 
 /// Parses the text of `/proc/<pid>/stat`. The command name may contain spaces and
 /// parentheses, so fields are counted from the last `)`.
-fn parse_stat(text: &str) -> Option<Stat> {
+pub(super) fn parse_stat(text: &str) -> Option<Stat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut f = rest.split_ascii_whitespace();
     // Fields after the name, 0-based from `state` (field 3 in proc(5)).
