@@ -113,8 +113,9 @@ pub enum Basis {
     /// No measured build of this name; fitted from the builds of names that are the same
     /// once the version is stripped (`hello-2.12` for `hello-2.13`).
     SameName { pname: String, observations: usize },
-    /// Only durations are known (builds the hook alone recorded): all of it taken as one
-    /// core's work, and the largest known peak RSS.
+    /// Only durations are known (builds the hook alone recorded, or too short for the
+    /// wrapper's sampler): all of it taken as one core's work; the largest known peak
+    /// RSS, or for builds under [`SHORT_MS`] a typical one.
     TimeOnly { observations: usize },
     /// Nothing known: the conservative default of [`DefaultPolicy`].
     Default,
@@ -223,6 +224,12 @@ pub fn pname(name: &str) -> &str {
     name
 }
 
+/// Builds shorter than this whose memory nobody measured (the wrapper samples every
+/// 200 ms) are charged a typical peak RSS rather than the largest known: charged the
+/// largest, every config file and wrapper script of a system build would look like its
+/// compiler to the OOM check, and make it refuse any parallelism.
+pub const SHORT_MS: f64 = 1000.0;
+
 /// The guess for a derivation nothing is known about. Conservative on both axes: slow
 /// (a high percentile of known durations, all of it one core's work, so that it
 /// competes for a core the whole time) and big (the largest peak RSS known).
@@ -230,6 +237,8 @@ pub fn pname(name: &str) -> &str {
 pub struct DefaultPolicy {
     pub duration_ms: f64,
     pub peak_rss_bytes: u64,
+    /// The upper quartile of known peak RSS: for short builds of unknown memory.
+    pub typical_rss_bytes: u64,
 }
 
 impl DefaultPolicy {
@@ -237,9 +246,11 @@ impl DefaultPolicy {
     pub const EMPTY_LEDGER: DefaultPolicy = DefaultPolicy {
         duration_ms: 60_000.0,
         peak_rss_bytes: 1 << 30,
+        typical_rss_bytes: 1 << 30,
     };
 
-    /// The 75th percentile of known durations and the largest known peak RSS.
+    /// The 75th percentile of known durations, the largest known peak RSS and its
+    /// upper quartile.
     pub fn from_history(h: &History) -> DefaultPolicy {
         let mut ds: Vec<f64> = h
             .by_name
@@ -252,17 +263,22 @@ impl DefaultPolicy {
             return DefaultPolicy::EMPTY_LEDGER;
         }
         ds.sort_by(f64::total_cmp);
-        let idx = ((ds.len() - 1) as f64 * 0.75).round() as usize;
-        let rss = h
+        let mut rss: Vec<u64> = h
             .by_name
             .values()
             .flatten()
             .map(|o| o.peak_rss_bytes)
-            .max()
-            .unwrap_or(DefaultPolicy::EMPTY_LEDGER.peak_rss_bytes);
+            .collect();
+        rss.sort_unstable();
+        let q3 = |n: usize| ((n.saturating_sub(1)) as f64 * 0.75).round() as usize;
+        let empty = DefaultPolicy::EMPTY_LEDGER;
         DefaultPolicy {
-            duration_ms: ds[idx.min(ds.len() - 1)],
-            peak_rss_bytes: rss,
+            duration_ms: ds[q3(ds.len()).min(ds.len() - 1)],
+            peak_rss_bytes: rss.last().copied().unwrap_or(empty.peak_rss_bytes),
+            typical_rss_bytes: rss
+                .get(q3(rss.len()))
+                .copied()
+                .unwrap_or(empty.typical_rss_bytes),
         }
     }
 
@@ -322,8 +338,13 @@ impl History {
         }
         if let Some(ds) = self.durations_only.get(name).filter(|d| !d.is_empty()) {
             let d = median(ds.iter().map(|d| *d as f64));
+            let rss = if d < SHORT_MS {
+                default.typical_rss_bytes
+            } else {
+                default.peak_rss_bytes
+            };
             return Estimate {
-                profile: Profile::new(0.0, d, 0.0, default.peak_rss_bytes),
+                profile: Profile::new(0.0, d, 0.0, rss),
                 basis: Basis::TimeOnly {
                     observations: ds.len(),
                 },
@@ -433,6 +454,7 @@ mod tests {
         let mut h = History::new();
         h.add("hello-2.12", obs(1000, 1000, 1));
         h.add_duration("zlib-1.3", 700);
+        h.add_duration("gcc-13", 90_000);
         let d = DefaultPolicy::from_history(&h);
         let e = h.estimate("hello-2.13", &d);
         assert!(matches!(e.basis, Basis::SameName { .. }));
@@ -440,9 +462,13 @@ mod tests {
         let e = h.estimate("zlib-1.3", &d);
         assert_eq!(e.basis, Basis::TimeOnly { observations: 1 });
         assert!(close(e.profile.serial_cpu_ms, 700.0) && e.basis.is_estimated());
+        // Too short to have been sampled: a typical memory; long: the largest.
+        assert_eq!(e.profile.peak_rss_bytes, d.typical_rss_bytes);
+        let e = h.estimate("gcc-13", &d);
+        assert_eq!(e.profile.peak_rss_bytes, d.peak_rss_bytes);
         let e = h.estimate("bzip2-1.0", &d);
         assert_eq!(e.basis, Basis::Default);
-        assert!(close(e.profile.serial_cpu_ms, 1000.0));
+        assert!(close(e.profile.serial_cpu_ms, d.duration_ms));
         assert!(!h.estimate("hello-2.12", &d).basis.is_estimated());
     }
 
@@ -458,7 +484,7 @@ mod tests {
         }
         let d = DefaultPolicy::from_history(&h);
         assert!(d.duration_ms >= 400.0);
-        assert_eq!(d.peak_rss_bytes, 50);
+        assert_eq!((d.peak_rss_bytes, d.typical_rss_bytes), (50, 40));
         assert_eq!(
             DefaultPolicy::from_history(&History::new()),
             DefaultPolicy::EMPTY_LEDGER

@@ -10,6 +10,7 @@ mod layers;
 mod multi_user;
 mod nix_module;
 mod switch;
+mod tune;
 mod util;
 mod why;
 mod wrapper;
