@@ -152,6 +152,9 @@ struct TuneArgs {
     /// Also predict this setting, MAX_JOBS:CORES (repeatable), e.g. one tuned by hand.
     #[arg(long, value_name = "MAX_JOBS:CORES", value_parser = parse_setting, action = clap::ArgAction::Append)]
     compare: Vec<nix_ledger::tune::grid::Candidate>,
+    /// Cores other work keeps busy while Nix builds (a shared machine): simulated as taken.
+    #[arg(long, value_name = "CORES")]
+    outside_load: Option<f64>,
     #[arg(long)]
     json: bool,
 }
@@ -414,6 +417,7 @@ pub fn run() -> Result<ExitCode> {
                 host_cores: a.host_cores,
                 memory_bytes: a.memory,
                 compare: a.compare,
+                outside_load: a.outside_load,
             };
             let report = nix_ledger::tune::tune(&ledger, &settings, &request)?;
             if a.json {

@@ -64,6 +64,9 @@ pub struct Request {
     pub memory_bytes: Option<u64>,
     /// More settings to compare with.
     pub compare: Vec<Candidate>,
+    /// Cores other work keeps busy while Nix builds (a shared machine): taken off the
+    /// host in every simulation.
+    pub outside_load: Option<f64>,
 }
 
 /// Runs the sweep for `req` and reports.
@@ -121,6 +124,15 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
     cfg.memory_budget_bytes = Some(host.memory_budget_bytes);
     cfg.loop_ms_per_build = LOOP_MS_PER_BUILD;
     cfg.hook_ms = if hook_set { HOOK_MS } else { 0.0 };
+    if let Some(cores) = req.outside_load {
+        if !(cores.is_finite() && cores >= 0.0 && cores < f64::from(host.cores)) {
+            return Err(Error::Usage(format!(
+                "--outside-load {cores}: must be at least 0 and below the {} host cores",
+                host.cores
+            )));
+        }
+        cfg.background_reserved = cores;
+    }
     if !host.projected {
         cfg.max_jobs_limit = host::build_users(settings.build_users_group.as_deref());
     }
