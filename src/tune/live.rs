@@ -35,6 +35,11 @@ use crate::Result;
 /// The simulation runs again at most this often while builds finish.
 pub const RESIMULATE_EVERY: Duration = Duration::from_millis(200);
 
+/// How many plans one build may make: a build that starts outside the plan (after an
+/// import-from-derivation build, Nix evaluates on and writes more .drv files) makes a
+/// new one, a few times at most.
+const MAX_PLANS: u32 = 3;
+
 /// What the plan is made from.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -69,7 +74,9 @@ impl Plan {
 
 /// The ETA of one wrapped build.
 pub struct Live {
-    context: Option<Context>,
+    context: Context,
+    /// Plans started so far.
+    plans: u32,
     loading: Option<JoinHandle<Result<Option<Plan>>>>,
     plan: Option<Plan>,
     /// Derivations Nix said it will build (newer Nix), while its list goes on.
@@ -86,7 +93,8 @@ pub struct Live {
 impl Live {
     pub fn new(context: Context) -> Live {
         Live {
-            context: Some(context),
+            context,
+            plans: 0,
             loading: None,
             plan: None,
             listed: Vec::new(),
@@ -100,7 +108,7 @@ impl Live {
 
     /// One of Nix's messages: collects the list of what it will build, if it prints one.
     pub fn message(&mut self, text: &str) {
-        if self.context.is_none() {
+        if self.plans > 0 {
             return;
         }
         let text = text.trim();
@@ -117,16 +125,24 @@ impl Live {
         }
     }
 
-    /// A build started: the first one starts making the plan.
+    /// A build started: the first one starts making the plan, as does one the plan
+    /// does not know (up to [`MAX_PLANS`]).
     pub fn started(&mut self, drv: &str) {
-        if let Some(context) = self.context.take() {
-            let listed = std::mem::take(&mut self.listed);
-            let first = drv.to_string();
-            self.loading = std::thread::Builder::new()
-                .name("nix-ledger-eta".into())
-                .spawn(move || make_plan(&context, listed, &first))
-                .ok();
+        let outside_plan = match &self.plan {
+            Some(plan) => !plan.index.contains_key(drv),
+            None => self.plans == 0,
+        };
+        if !outside_plan || self.loading.is_some() || self.plans >= MAX_PLANS {
+            return;
         }
+        self.plans += 1;
+        let context = self.context.clone();
+        let listed = std::mem::take(&mut self.listed);
+        let first = drv.to_string();
+        self.loading = std::thread::Builder::new()
+            .name("nix-ledger-eta".into())
+            .spawn(move || make_plan(&context, listed, &first))
+            .ok();
     }
 
     /// A build ended after `duration_ms`.
@@ -147,12 +163,16 @@ impl Live {
         now: Instant,
     ) {
         if self.loading.as_ref().is_some_and(|h| h.is_finished()) {
-            self.plan = self
+            let made = self
                 .loading
                 .take()
                 .and_then(|h| h.join().ok())
                 .and_then(Result::ok)
                 .flatten();
+            // A failed new plan keeps the old one.
+            if made.is_some() {
+                self.plan = made;
+            }
             self.dirty = true;
         }
         let Some(plan) = &mut self.plan else { return };
@@ -312,6 +332,33 @@ mod tests {
         l.message("this derivation will be built:");
         l.message("  /nix/store/dddd-d.drv");
         assert_eq!(l.listed.len(), 3);
+    }
+
+    #[test]
+    fn plans_are_made_once_and_again_only_for_builds_outside_them() {
+        let mut l = live();
+        l.started("/nix/store/aaaa-a.drv");
+        l.started("/nix/store/bbbb-b.drv");
+        assert_eq!(l.plans, 1, "one plan at a time");
+        l.loading = None;
+        l.started("/nix/store/cccc-c.drv");
+        assert_eq!(l.plans, 1, "no plan came of the first: no other is made");
+        l.plans = 1;
+        l.plan = Some(Plan {
+            tracker: EtaTracker::new(
+                super::super::workload::Workload::new(vec![]).unwrap(),
+                SimParams::new(1, 1, 1),
+            )
+            .unwrap(),
+            index: HashMap::from([("/nix/store/aaaa-a.drv".to_string(), 0)]),
+        });
+        l.started("/nix/store/aaaa-a.drv");
+        assert_eq!(l.plans, 1, "in the plan");
+        for _ in 0..5 {
+            l.loading = None;
+            l.started("/nix/store/dddd-d.drv");
+        }
+        assert_eq!(l.plans, MAX_PLANS);
     }
 
     #[test]
