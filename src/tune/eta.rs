@@ -11,6 +11,11 @@
 //! still to run. The ratio starts at 1 with the weight of `prior_jobs` average builds,
 //! so that one odd build does not swing the estimate, and is clamped to [0.25, 4].
 //!
+//! Derivations nothing is known of (the ledger's conservative default: a minute each)
+//! would swamp that ratio, and no clamp lets it learn that they take 10 ms: they are left
+//! out of it, and once some of them finished, the others are taken to take what those
+//! took (their median).
+//!
 //! Load from outside the build (another compile, a browser) is not left for the ratio
 //! to learn slowly: the wrapper measures it, and [`EtaTracker::set_outside_load`]
 //! simulates the whole build again with those cores taken, so that the ratio compares
@@ -20,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::critical::critical_path;
 use super::error::TuneError;
+use super::model::Profile;
 use super::sim::{simulate, simulate_from, JobState, SimParams, SimResult};
 use super::workload::Workload;
 
@@ -42,6 +48,8 @@ pub struct EtaTracker {
     w: Workload,
     params: SimParams,
     baseline: SimResult,
+    /// Jobs whose profile is the default for derivations nothing is known of.
+    unknown: Vec<bool>,
     /// Weight of the prior ratio 1, in average builds.
     pub prior_jobs: f64,
 }
@@ -49,12 +57,26 @@ pub struct EtaTracker {
 impl EtaTracker {
     pub fn new(w: Workload, params: SimParams) -> Result<Self, TuneError> {
         let baseline = simulate(&w, &params)?;
+        let unknown = vec![false; w.len()];
         Ok(EtaTracker {
             w,
             params,
             baseline,
+            unknown,
             prior_jobs: 2.0,
         })
+    }
+
+    /// Marks the jobs whose profile is the default for derivations nothing is known of.
+    pub fn with_unknown(mut self, unknown: Vec<bool>) -> Self {
+        if unknown.len() == self.w.len() {
+            self.unknown = unknown;
+        }
+        self
+    }
+
+    fn is_unknown(&self, i: usize) -> bool {
+        self.unknown.get(i).copied().unwrap_or(false)
     }
 
     pub fn workload(&self) -> &Workload {
@@ -104,6 +126,7 @@ impl EtaTracker {
     /// The ratio of real to simulated durations of the finished builds, shrunk toward 1.
     pub fn correction(&self, finished: &[(usize, f64)]) -> f64 {
         let busy: Vec<f64> = (0..self.w.len())
+            .filter(|&i| !self.is_unknown(i))
             .filter_map(|i| self.simulated_busy_ms(i))
             .collect();
         let mean = if busy.is_empty() {
@@ -113,7 +136,7 @@ impl EtaTracker {
         };
         let prior = self.prior_jobs.max(0.0) * mean;
         let (mut real, mut simulated) = (prior, prior);
-        for &(i, actual) in finished {
+        for &(i, actual) in finished.iter().filter(|(i, _)| !self.is_unknown(*i)) {
             if let (Some(s), true) = (self.simulated_busy_ms(i), actual.is_finite()) {
                 real += (actual.max(0.0) - self.w.job(i).profile.idle_ms).max(0.0);
                 simulated += s;
@@ -156,7 +179,17 @@ impl EtaTracker {
             return Ok(self.initial());
         }
         let f = self.correction(finished);
-        let w = self.w.with_profiles(|_, p| p.scaled_cpu(f));
+        let mut learned: Vec<f64> = finished
+            .iter()
+            .filter(|(i, d)| self.is_unknown(*i) && d.is_finite())
+            .map(|(_, d)| d.max(0.0))
+            .collect();
+        learned.sort_by(f64::total_cmp);
+        let learned = learned.get(learned.len() / 2).copied();
+        let w = self.w.with_profiles(|i, p| match learned {
+            Some(d) if self.is_unknown(i) => Profile::new(0.0, d, 0.0, p.peak_rss_bytes),
+            _ => p.scaled_cpu(f),
+        });
         let mut params = self.params;
         params.startup_ms = 0.0;
         let (cores, host) = (params.cores, params.host_cores);
@@ -169,7 +202,11 @@ impl EtaTracker {
             .map(|(i, s)| match *s {
                 JobState::Running { elapsed_ms } => {
                     let alone = w.job(i).profile.duration_ms(cores, host);
-                    let expected = self.expected_duration_ms(i, f).max(alone);
+                    let expected = if self.is_unknown(i) {
+                        alone
+                    } else {
+                        self.expected_duration_ms(i, f).max(alone)
+                    };
                     let done = if expected > 0.0 {
                         (elapsed_ms / expected).clamp(0.0, 0.95)
                     } else {
@@ -250,6 +287,23 @@ mod tests {
         assert!((e.correction - 1.75).abs() < 1e-9);
         assert!((e.remaining_ms - 7000.0).abs() < 1e-6);
         assert!(t.update(&st[..3], &fin).is_err());
+    }
+
+    #[test]
+    fn unknown_derivations_take_what_the_finished_unknown_ones_took() {
+        // Ten derivations guessed at a minute each; the first two took 10 ms.
+        let t = EtaTracker::new(chain(10, 60_000.0), SimParams::new(1, 1, 1))
+            .unwrap()
+            .with_unknown(vec![true; 10]);
+        assert!((t.initial().remaining_ms - 600_000.0).abs() < 1e-6);
+        let mut st = vec![JobState::Done; 2];
+        st.extend(vec![JobState::Pending; 8]);
+        let e = t.update(&st, &[(0, 10.0), (1, 10.0)]).unwrap();
+        assert!((e.remaining_ms - 80.0).abs() < 1e-6, "{}", e.remaining_ms);
+        assert!(
+            (e.correction - 1.0).abs() < 1e-9,
+            "not a reason to correct the rest"
+        );
     }
 
     #[test]

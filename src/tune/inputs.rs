@@ -134,9 +134,15 @@ pub fn from_session(
 }
 
 /// What building `target` (a .drv) would build: the derivations of its closure with an
-/// output that is not valid in the store. Fails rather than guess when the store's
+/// output that is not valid in the store, or (with `since_ms`, for a build already
+/// under way) that became valid since then. Fails rather than guess when the store's
 /// database cannot be read.
-pub fn to_build(loader: &mut Loader<'_>, store: &StoreDb, target: &str) -> Result<Vec<String>> {
+pub fn to_build(
+    loader: &mut Loader<'_>,
+    store: &StoreDb,
+    target: &str,
+    since_ms: Option<i64>,
+) -> Result<Vec<String>> {
     let closure = loader.closure(&[target])?;
     if !closure.missing.is_empty() && closure.derivations.is_empty() {
         return Err(Error::NotFound(format!(
@@ -149,9 +155,12 @@ pub fn to_build(loader: &mut Loader<'_>, store: &StoreDb, target: &str) -> Resul
         .flat_map(|d| d.outputs.values().map(|o| o.path.as_str()))
         .filter(|p| !p.is_empty())
         .collect();
+    // The store registers paths to the second.
+    let before = since_ms.map_or(i64::MAX, |ms| ms.div_euclid(1000) * 1000);
     let valid: HashSet<String> = store
         .path_infos(&outputs)?
         .into_iter()
+        .filter(|info| info.registered_ms.is_none_or(|at| at < before))
         .map(|info| info.path)
         .collect();
     Ok(closure
@@ -176,7 +185,7 @@ pub fn from_target(
     history: &History,
     default: &DefaultPolicy,
 ) -> Result<Prepared> {
-    let drvs = to_build(loader, store, target)?;
+    let drvs = to_build(loader, store, target, None)?;
     let mut named = Vec::with_capacity(drvs.len());
     for drv in drvs {
         let name = loader

@@ -236,7 +236,11 @@ fn make_plan(cx: &Context, listed: Vec<String>, first: &str) -> Result<Option<Pl
         };
         let Some(held) = held else { return Ok(None) };
         let store = StoreDb::open_default()?;
-        to_build_of(&mut loader, &store, &held)?
+        let since_ms = cx
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        to_build_of(&mut loader, &store, &held, since_ms)?
     } else {
         listed
     };
@@ -279,13 +283,26 @@ fn make_plan(cx: &Context, listed: Vec<String>, first: &str) -> Result<Option<Pl
         .enumerate()
         .map(|(i, d)| (d.clone(), i))
         .collect();
-    let tracker = EtaTracker::new(prepared.workload, params).map_err(|e| e.into_error())?;
+    let unknown = prepared
+        .bases
+        .iter()
+        .map(|b| matches!(b, super::model::Basis::Default))
+        .collect();
+    let tracker = EtaTracker::new(prepared.workload, params)
+        .map_err(|e| e.into_error())?
+        .with_unknown(unknown);
     Ok(Some(Plan { tracker, index }))
 }
 
-/// What building the tops of `held` (the .drv files none of the others needs) would
-/// build.
-fn to_build_of(loader: &mut Loader<'_>, store: &StoreDb, held: &[String]) -> Result<Vec<String>> {
+/// What building the tops of `held` (the .drv files none of the others needs) builds,
+/// counting what it built since `since_ms` (the first builds may be done before the
+/// plan looks).
+fn to_build_of(
+    loader: &mut Loader<'_>,
+    store: &StoreDb,
+    held: &[String],
+    since_ms: i64,
+) -> Result<Vec<String>> {
     let mut needed: HashSet<String> = HashSet::new();
     for drv in held {
         if let Some(d) = loader.get(drv)? {
@@ -295,7 +312,7 @@ fn to_build_of(loader: &mut Loader<'_>, store: &StoreDb, held: &[String]) -> Res
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for top in held.iter().filter(|d| !needed.contains(*d)) {
-        for drv in inputs::to_build(loader, store, top)? {
+        for drv in inputs::to_build(loader, store, top, Some(since_ms))? {
             if seen.insert(drv.clone()) {
                 out.push(drv);
             }
