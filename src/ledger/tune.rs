@@ -53,7 +53,7 @@ const BUILT: &str = BuildStatus::Built.as_str();
 
 impl Ledger {
     /// The newest `limit` measured builds (successful, local, with a duration), newest
-    /// first: what the model is fitted from.
+    /// first: what the model's defaults for unknown derivations come from.
     pub fn build_measurements(&self, limit: usize) -> Result<Vec<Measurement>> {
         let sql = format!(
             "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
@@ -64,10 +64,64 @@ impl Ledger {
              WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL}
              ORDER BY b.finished_ms DESC, b.id DESC LIMIT ?2"
         );
+        self.rows(&sql, params![BUILT, limit as i64])
+    }
+
+    /// The measured builds of the newest `per_name` derivations of each name in `names`
+    /// (a derivation is usually built once): what the model is fitted from, for the
+    /// derivations of a workload. One indexed query per name.
+    pub fn build_measurements_named(
+        &self,
+        names: &[&str],
+        per_name: usize,
+    ) -> Result<Vec<Measurement>> {
+        let mut out = Vec::new();
+        for name in names {
+            out.extend(self.measurements(
+                "name = ?3 ORDER BY first_seen_ms DESC",
+                params![BUILT, per_name as i64, name],
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The measured builds of the newest `limit` derivations whose name starts with
+    /// `prefix` and a `-` (`hello` gives `hello-2.12`, and `hello-world-1.0` too: the
+    /// caller filters): the same package at other versions.
+    pub fn build_measurements_prefixed(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<Measurement>> {
+        // A range on the name index: from "<prefix>-" up to "<prefix>." ('.' follows '-').
+        self.measurements(
+            "name >= ?3 || '-' AND name < ?3 || '.' ORDER BY first_seen_ms DESC",
+            params![BUILT, limit as i64, prefix],
+        )
+    }
+
+    /// Measured builds of the derivations `which` selects (a condition and order on
+    /// `derivations`, with `?2` its limit).
+    fn measurements(&self, which: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
+        let sql = format!(
+            "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
+                    s.cores, s.host_cores, c.cpu_window_ms, c.others_cpu_ms
+             FROM (SELECT drv_path, name FROM derivations WHERE {which} LIMIT ?2) d
+             JOIN builds b USING (drv_path)
+             LEFT JOIN sessions s ON s.id = b.session_id
+             LEFT JOIN build_contention c ON c.build_id = b.id
+             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL}
+             ORDER BY b.finished_ms DESC, b.id DESC"
+        );
+        self.rows(&sql, args)
+    }
+
+    /// Runs a query whose columns are those of [`Measurement`], in order.
+    fn rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
         self.conn
-            .prepare(&sql)
+            .prepare_cached(sql)
             .and_then(|mut stmt| {
-                stmt.query_map(params![BUILT, limit as i64], |r| {
+                stmt.query_map(args, |r| {
                     let contention = match (r.get(6)?, r.get(7)?) {
                         (Some(cpu_window_ms), Some(others_cpu_ms)) => Some(Contention {
                             cpu_window_ms,
@@ -208,6 +262,16 @@ mod tests {
         let measured = ledger.build_measurements(10).unwrap();
         let names: Vec<&str> = measured.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["par-4", "par-1"], "local successful builds only");
+        let named = ledger
+            .build_measurements_named(&["par-1", "par-9"], 10)
+            .unwrap();
+        assert_eq!(named, measured[1..]);
+        let prefixed = ledger.build_measurements_prefixed("par", 10).unwrap();
+        assert_eq!(prefixed, measured);
+        assert!(ledger
+            .build_measurements_prefixed("pa", 10)
+            .unwrap()
+            .is_empty());
         assert_eq!(
             measured[1],
             Measurement {

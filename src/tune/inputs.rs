@@ -3,50 +3,115 @@
 //! or what building a target would build. The graph goes through [`crate::nix::graph`]:
 //! the store's .drv files, else the ledger's snapshots of them (after GC).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::model::{Basis, CpuWindow, DefaultPolicy, History, Observation};
+use super::model::{pname, Basis, CpuWindow, DefaultPolicy, History, Observation};
 use super::workload::{JobSpec, Workload};
-use crate::ledger::tune::BuildSession;
+use crate::ledger::tune::Measurement;
 use crate::ledger::Ledger;
 use crate::nix::graph::Loader;
 use crate::nix::store_path::{path_name, StorePath};
 use crate::store::db::StoreDb;
 use crate::{Error, Result};
 
-/// How many of the newest measured builds the model is fitted from: enough for months of
-/// builds, few enough to read in tens of milliseconds.
-pub const HISTORY_LIMIT: usize = 50_000;
+/// How much of the ledger a model is fitted from: the builds of the newest `per_name`
+/// derivations of each name (and four times as many of the same package's, for a name
+/// never built), and for the defaults of derivations nothing is known of, the newest
+/// `recent` measured builds.
+#[derive(Debug, Clone, Copy)]
+pub struct Reach {
+    pub per_name: usize,
+    pub recent: usize,
+}
 
-/// The model's history from the ledger's measured builds. Builds recorded outside a
+/// For `tune`: enough builds per name to span several settings, few enough to read for
+/// thousands of names in tens of milliseconds.
+pub const TUNE: Reach = Reach {
+    per_name: 24,
+    recent: 2_000,
+};
+/// For the wrapper's ETA, made while Nix builds: the newest builds are what matter.
+pub const ETA: Reach = Reach {
+    per_name: 6,
+    recent: 500,
+};
+
+/// What the ledger knows that a workload needs: the measured builds of its names (and
+/// of the same packages at other versions, for names never built), and the defaults.
+pub struct Knowledge {
+    pub history: History,
+    pub default: DefaultPolicy,
+}
+
+/// The ledger's knowledge of the derivations named `names`. Builds recorded outside a
 /// session (the hook alone) are taken to have run on a host of `default_host_cores`.
-pub fn history(ledger: &Ledger, default_host_cores: u32) -> Result<History> {
-    let mut h = History::new();
-    for m in ledger.build_measurements(HISTORY_LIMIT)? {
-        let duration = m.duration_ms.max(0) as u64;
-        match (m.cpu_ms, m.peak_rss_bytes) {
-            (Some(cpu), Some(rss)) => h.add(
-                &m.name,
-                Observation {
-                    duration_ms: duration,
-                    cpu_ms: cpu.max(0) as u64,
-                    peak_rss_bytes: rss.max(0) as u64,
-                    cores_given: m.cores.map_or(0, |c| c.clamp(0, u32::MAX as i64) as u32),
-                    host_cores: m
-                        .host_cores
-                        .map_or(default_host_cores, |c| c.clamp(1, u32::MAX as i64) as u32),
-                    cpu_window: m.contention.map(|c| CpuWindow {
-                        window_ms: c.cpu_window_ms.max(0) as u64,
-                        others_cpu_ms: c.others_cpu_ms.max(0) as u64,
-                    }),
-                },
-            ),
-            _ => h.add_duration(&m.name, duration),
+/// A few indexed queries, not a scan of the ledger: the wrapper's ETA runs this while
+/// Nix builds.
+pub fn knowledge(
+    ledger: &Ledger,
+    names: &[&str],
+    reach: Reach,
+    default_host_cores: u32,
+) -> Result<Knowledge> {
+    let mut history = History::new();
+    let mut known = HashSet::new();
+    let names: Vec<&str> = names
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for m in ledger.build_measurements_named(&names, reach.per_name)? {
+        known.insert(m.name.clone());
+        add(&mut history, m, default_host_cores);
+    }
+    let packages: BTreeSet<&str> = names
+        .iter()
+        .filter(|n| !known.contains(**n))
+        .map(|n| pname(n))
+        .collect();
+    for package in packages {
+        for m in ledger.build_measurements_prefixed(package, reach.per_name * 4)? {
+            if pname(&m.name) == package {
+                add(&mut history, m, default_host_cores);
+            }
         }
     }
-    Ok(h)
+    let mut recent = History::new();
+    for m in ledger.build_measurements(reach.recent)? {
+        add(&mut recent, m, default_host_cores);
+    }
+    Ok(Knowledge {
+        history,
+        default: DefaultPolicy::from_history(&recent),
+    })
+}
+
+/// One measured build into `h`: an observation when its CPU time and memory are known,
+/// else its duration alone.
+fn add(h: &mut History, m: Measurement, default_host_cores: u32) {
+    let duration = m.duration_ms.max(0) as u64;
+    match (m.cpu_ms, m.peak_rss_bytes) {
+        (Some(cpu), Some(rss)) => h.add(
+            &m.name,
+            Observation {
+                duration_ms: duration,
+                cpu_ms: cpu.max(0) as u64,
+                peak_rss_bytes: rss.max(0) as u64,
+                cores_given: m.cores.map_or(0, |c| c.clamp(0, u32::MAX as i64) as u32),
+                host_cores: m
+                    .host_cores
+                    .map_or(default_host_cores, |c| c.clamp(1, u32::MAX as i64) as u32),
+                cpu_window: m.contention.map(|c| CpuWindow {
+                    window_ms: c.cpu_window_ms.max(0) as u64,
+                    others_cpu_ms: c.others_cpu_ms.max(0) as u64,
+                }),
+            },
+        ),
+        _ => h.add_duration(&m.name, duration),
+    }
 }
 
 /// A workload ready to simulate, with where each job's profile came from.
@@ -76,12 +141,11 @@ pub enum Origin {
 }
 
 /// The workload of `drvs` (.drv path, name), with dependencies between them from their
-/// .drv files and profiles from `history`.
+/// .drv files and profiles from what the ledger knows.
 pub fn prepare(
     loader: &mut Loader<'_>,
     drvs: &[(String, String)],
-    history: &History,
-    default: &DefaultPolicy,
+    knowledge: &Knowledge,
 ) -> Result<Prepared> {
     let index: HashMap<&str, usize> = drvs
         .iter()
@@ -103,7 +167,7 @@ pub fn prepare(
                 Vec::new()
             }
         };
-        let estimate = history.estimate(name, default);
+        let estimate = knowledge.history.estimate(name, &knowledge.default);
         let mut job = JobSpec::new(name.clone(), deps, estimate.profile);
         // Nix 2.8 orders ready goals by "<name>.drv$<path>" (DerivationGoal::key).
         job.order_key = StorePath::parse(drv)
@@ -121,32 +185,21 @@ pub fn prepare(
     })
 }
 
-/// The workload of a recorded session: what it built here.
-pub fn from_session(
-    ledger: &Ledger,
-    loader: &mut Loader<'_>,
-    session: &BuildSession,
-    history: &History,
-    default: &DefaultPolicy,
-) -> Result<Prepared> {
-    let drvs = ledger.session_built(session.id)?;
-    prepare(loader, &drvs, history, default)
-}
-
-/// What building `target` (a .drv) would build: the derivations of its closure with an
-/// output that is not valid in the store, or (with `since_ms`, for a build already
-/// under way) that became valid since then. Fails rather than guess when the store's
-/// database cannot be read.
+/// What building `targets` (.drv files) would build: the derivations of their closure
+/// with an output that is not valid in the store, or (with `since_ms`, for a build
+/// already under way) that became valid since then, dependencies first. Fails rather
+/// than guess when the store's database cannot be read.
 pub fn to_build(
     loader: &mut Loader<'_>,
     store: &StoreDb,
-    target: &str,
+    targets: &[&str],
     since_ms: Option<i64>,
 ) -> Result<Vec<String>> {
-    let closure = loader.closure(&[target])?;
+    let closure = loader.closure(targets)?;
     if !closure.missing.is_empty() && closure.derivations.is_empty() {
         return Err(Error::NotFound(format!(
-            "{target}: neither in the store nor in the ledger"
+            "{}: neither in the store nor in the ledger",
+            targets.join(" ")
         )));
     }
     let outputs: Vec<&str> = closure
@@ -177,24 +230,22 @@ pub fn to_build(
         .collect())
 }
 
-/// The workload of building `target`: [`to_build`], named from the .drv files.
-pub fn from_target(
-    loader: &mut Loader<'_>,
-    store: &StoreDb,
-    target: &str,
-    history: &History,
-    default: &DefaultPolicy,
-) -> Result<Prepared> {
-    let drvs = to_build(loader, store, target, None)?;
-    let mut named = Vec::with_capacity(drvs.len());
+/// `drvs` with their names, from the .drv files.
+pub fn named(loader: &mut Loader<'_>, drvs: Vec<String>) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(drvs.len());
     for drv in drvs {
         let name = loader
             .get(&drv)?
             .and_then(|d| d.env.get("name").cloned())
             .unwrap_or_else(|| path_name(&drv).to_string());
-        named.push((drv, name));
+        out.push((drv, name));
     }
-    prepare(loader, &named, history, default)
+    Ok(out)
+}
+
+/// The names of `drvs`, for [`knowledge`].
+pub fn names(drvs: &[(String, String)]) -> Vec<&str> {
+    drvs.iter().map(|(_, n)| n.as_str()).collect()
 }
 
 #[cfg(test)]
@@ -222,14 +273,17 @@ mod tests {
                 cpu_window: None,
             },
         );
-        let default = DefaultPolicy::from_history(&history);
+        let knowledge = Knowledge {
+            default: DefaultPolicy::from_history(&history),
+            history,
+        };
         // lib was already valid: not in the workload, so no edge to it.
         let drvs = vec![
             (app.clone(), "app-2.0".to_string()),
             (tool.clone(), "tool-1.0".to_string()),
             (gone, "gone".to_string()),
         ];
-        let p = prepare(&mut loader, &drvs, &history, &default).unwrap();
+        let p = prepare(&mut loader, &drvs, &knowledge).unwrap();
         assert_eq!(p.workload.job(0).deps, Vec::<usize>::new());
         assert_eq!(p.workload.job(1).deps, vec![0]);
         assert_eq!(p.unknown_graph, 1);

@@ -10,9 +10,10 @@
 //! from builds there: a derivation Nix then downloads stays "to build" in the plan, and
 //! the ETA runs long by its time.
 //!
-//! Cost on the wrapper's loop: the plan is made on a thread of its own (one query of the
-//! ledger for the whole build, the .drv files, the store database), started with the
-//! first build; the simulation runs again only when builds have finished, at most every
+//! Cost on the wrapper's loop: the plan is made on a thread of its own at the lowest
+//! priority (the ledger's measurements of the build's names, the .drv files, the store
+//! database: ~20 ms of CPU for 200 derivations), started with the first build; the
+//! simulation runs again only when builds have finished, at most every
 //! [`RESIMULATE_EVERY`], never per log line.
 
 use std::collections::{HashMap, HashSet};
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime};
 use super::eta::EtaTracker;
 use super::host::Host;
 use super::inputs;
-use super::model::DefaultPolicy;
 use super::sim::{JobState, SimParams};
 use crate::ledger::Ledger;
 use crate::nix::graph::Loader;
@@ -141,7 +141,12 @@ impl Live {
         let first = drv.to_string();
         self.loading = std::thread::Builder::new()
             .name("nix-ledger-eta".into())
-            .spawn(move || make_plan(&context, listed, &first))
+            .spawn(move || {
+                // The plan must not slow the build down: it runs on CPU time Nix and
+                // the builders leave.
+                crate::sys::lower_this_thread();
+                make_plan(&context, listed, &first)
+            })
             .ok();
     }
 
@@ -249,18 +254,10 @@ fn make_plan(cx: &Context, listed: Vec<String>, first: &str) -> Result<Option<Pl
         return Ok(None);
     }
     let here = Host::new(None, None);
+    let named = inputs::named(&mut loader, drvs)?;
     let ledger = Ledger::open_read_only(&cx.ledger)?;
-    let history = inputs::history(&ledger, here.cores)?;
-    let default = DefaultPolicy::from_history(&history);
-    let mut named = Vec::with_capacity(drvs.len());
-    for drv in drvs {
-        let name = loader
-            .get(&drv)?
-            .and_then(|d| d.env.get("name").cloned())
-            .unwrap_or_else(|| crate::nix::store_path::path_name(&drv).to_string());
-        named.push((drv, name));
-    }
-    let prepared = inputs::prepare(&mut loader, &named, &history, &default)?;
+    let knowledge = inputs::knowledge(&ledger, &inputs::names(&named), inputs::ETA, here.cores)?;
+    let prepared = inputs::prepare(&mut loader, &named, &knowledge)?;
     let settings = crate::nix::config::settings(&cx.state_dir);
     let max_jobs = cx.max_jobs.or(settings.max_jobs).unwrap_or(1).max(1);
     let cores = cx.cores.or(settings.cores).unwrap_or(0).max(0);
@@ -309,16 +306,12 @@ fn to_build_of(
             needed.extend(d.input_drvs.keys().cloned());
         }
     }
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for top in held.iter().filter(|d| !needed.contains(*d)) {
-        for drv in inputs::to_build(loader, store, top, Some(since_ms))? {
-            if seen.insert(drv.clone()) {
-                out.push(drv);
-            }
-        }
-    }
-    Ok(out)
+    let tops: Vec<&str> = held
+        .iter()
+        .filter(|d| !needed.contains(*d))
+        .map(String::as_str)
+        .collect();
+    inputs::to_build(loader, store, &tops, Some(since_ms))
 }
 
 #[cfg(test)]

@@ -41,7 +41,6 @@ use crate::{Error, Result};
 use grid::{Candidate, SweepConfig};
 use host::Host;
 use inputs::{Origin, Prepared};
-use model::DefaultPolicy;
 use report::Report;
 
 /// Nix's own serial work per build on its loop (registering outputs, starting the next
@@ -73,24 +72,23 @@ pub struct Request {
 pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Report> {
     let here = Host::new(None, None);
     let host = Host::new(req.host_cores, req.memory_bytes);
-    let history = inputs::history(ledger, here.cores)?;
-    let default = DefaultPolicy::from_history(&history);
     let snapshots = ledger.snapshots();
     let source = Layered(vec![&StoreFiles as &dyn DrvSource, &snapshots]);
     let mut loader = Loader::new(&source);
-    let mut prepared: Vec<Prepared> = Vec::new();
+    // The derivations of each workload first, then one read of what the ledger knows.
+    let mut workloads: Vec<Vec<(String, String)>> = Vec::new();
     let mut origins = Vec::new();
     match &req.target {
         Some(target) => {
             let drv = crate::why::resolve_target(ledger, target, &req.how)?;
             let store = StoreDb::open_default()?;
-            let p = inputs::from_target(&mut loader, &store, &drv, &history, &default)?;
-            if p.workload.is_empty() {
+            let drvs = inputs::to_build(&mut loader, &store, &[&drv], None)?;
+            if drvs.is_empty() {
                 return Err(Error::NotFound(format!(
                     "anything to build for {target}: every output is in the store"
                 )));
             }
-            prepared.push(p);
+            workloads.push(inputs::named(&mut loader, drvs)?);
             origins.push(Origin::Target { drv });
         }
         None => {
@@ -102,13 +100,7 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
                 ));
             }
             for s in &sessions {
-                prepared.push(inputs::from_session(
-                    ledger,
-                    &mut loader,
-                    s,
-                    &history,
-                    &default,
-                )?);
+                workloads.push(ledger.session_built(s.id)?);
                 origins.push(Origin::Session {
                     id: s.id,
                     started_ms: s.started_ms,
@@ -116,6 +108,12 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
             }
         }
     }
+    let names: Vec<&str> = workloads.iter().flat_map(|w| inputs::names(w)).collect();
+    let knowledge = inputs::knowledge(ledger, &names, inputs::TUNE, here.cores)?;
+    let prepared = workloads
+        .iter()
+        .map(|w| inputs::prepare(&mut loader, w, &knowledge))
+        .collect::<Result<Vec<Prepared>>>()?;
     let hook_set = settings
         .post_build_hook
         .as_deref()
