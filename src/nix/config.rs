@@ -43,7 +43,9 @@ struct Cached {
 /// What the answers depend on: the `nix` found on PATH and every place Nix reads its
 /// configuration from, each with its modification time.
 pub fn cache_key() -> String {
-    let mut parts = Vec::new();
+    // Which fields the cache holds: a cache written before a field was added would
+    // otherwise answer "unknown" for it until nix.conf changes.
+    let mut parts = vec!["fields: build-users-group, post-build-hook".to_string()];
     let stamp = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
