@@ -155,6 +155,7 @@ struct TuneArgs {
     /// Cores other work keeps busy while Nix builds (a shared machine): simulated as taken.
     #[arg(long, value_name = "CORES")]
     outside_load: Option<f64>,
+    /// Print JSON: recommended, current, candidates and the rest of the report.
     #[arg(long)]
     json: bool,
 }
