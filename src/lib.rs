@@ -15,7 +15,7 @@
 //!    [`switch`], [`why`] (why it rebuilt), [`trends`] (regressions over time),
 //!    [`report`] (`history`, `show`, `builders`, `query`, and the report of everything),
 //!    [`doctor`], [`sync`] (the fleet hub), [`gc`] (`store` and `gc`), [`maintenance`]
-//!    (the periodic job).
+//!    (the periodic job), [`tune`] (`max-jobs` and `cores`, and the build's ETA).
 //!
 //! The command line (`src/cli`) sits on top, in the binary.
 
@@ -39,6 +39,7 @@ pub mod sync;
 pub mod sys;
 pub mod time;
 pub mod trends;
+pub mod tune;
 pub mod why;
 pub mod wrapper;
 

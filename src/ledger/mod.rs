@@ -18,6 +18,8 @@
 //! - [`retention`]: garbage-collection runs, their deletions, binary-cache answers, and
 //!   what a rebuild or download costs.
 //! - [`trends`]: the reads of `trends` and `report`: series, sessions over time.
+//! - [`tune`]: what `tune` reads (measured builds, sessions) and the contention the
+//!   wrapper records.
 //! - [`raw`]: the user's read-only SQL, streamed.
 
 pub mod builders;
@@ -33,6 +35,7 @@ pub mod retention;
 pub mod sessions;
 pub mod snapshots;
 pub mod trends;
+pub mod tune;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_remote_and_fleet.sql"),
     include_str!("migrations/0007_retention.sql"),
     include_str!("migrations/0008_trends.sql"),
+    include_str!("migrations/0009_tune.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.

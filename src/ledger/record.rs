@@ -48,6 +48,8 @@ pub struct BuildRecord {
     pub spool: Option<(String, i64)>,
     /// (output name, store path).
     pub outputs: Vec<(String, String)>,
+    /// What the sampler saw of the CPU the rest of the host used (wrapper records only).
+    pub contention: Option<super::tune::Contention>,
 }
 
 impl BuildRecord {
@@ -80,6 +82,7 @@ impl BuildRecord {
             hook_recorded_ms: None,
             spool: None,
             outputs: Vec::new(),
+            contention: None,
         }
     }
 
@@ -141,6 +144,9 @@ pub fn record_build(tx: &Transaction<'_>, rec: &BuildRecord) -> rusqlite::Result
              ON CONFLICT (build_id, output_name) DO UPDATE SET path = excluded.path",
         )?
         .execute(params![id.build_id(), name, path])?;
+    }
+    if let Some(c) = &rec.contention {
+        super::tune::record_contention(tx, id.build_id(), c)?;
     }
     Ok(id)
 }

@@ -1,5 +1,6 @@
 //! Nix's version and the settings nix-ledger decides by (`max-jobs`, `cores`, the
-//! substituters, `keep-outputs`/`keep-derivations`, `builders`), as Nix itself resolves
+//! substituters, `keep-outputs`/`keep-derivations`, `builders`, `build-users-group`,
+//! `post-build-hook`), as Nix itself resolves
 //! them (`nix show-config`: nix.conf, `NIX_CONFIG`, `auto`). Cached in the state
 //! directory: asking costs two `nix` processes (~35 ms of CPU), and the answers change
 //! only when the `nix` binary or a nix.conf changes, which is what the cache is keyed on.
@@ -30,6 +31,10 @@ pub struct NixSettings {
     pub keep_derivations: Option<bool>,
     /// The `builders` setting as written (machines inline, or `@FILE`).
     pub builders: Option<String>,
+    /// `build-users-group` (empty: builds run as the user running Nix).
+    pub build_users_group: Option<String>,
+    /// `post-build-hook` (empty: none): it blocks Nix's build loop up to Nix 2.34.
+    pub post_build_hook: Option<String>,
 }
 
 impl NixSettings {
@@ -62,7 +67,9 @@ struct Cached {
 /// What the answers depend on: the `nix` found on PATH and every place Nix reads its
 /// configuration from, each with its modification time.
 pub fn cache_key() -> String {
-    let mut parts = Vec::new();
+    // Which fields the cache holds: a cache written before a field was added would
+    // otherwise answer "unknown" for it until nix.conf changes.
+    let mut parts = vec!["fields: build-users-group, post-build-hook".to_string()];
     let stamp = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
@@ -149,9 +156,10 @@ fn ask_nix() -> NixSettings {
         s.substitute = value("substitute").and_then(|v| v.as_bool());
         s.keep_outputs = value("keep-outputs").and_then(|v| v.as_bool());
         s.keep_derivations = value("keep-derivations").and_then(|v| v.as_bool());
-        s.builders = value("builders")
-            .and_then(|v| v.as_str())
-            .map(str::to_string);
+        let text = |name| value(name).and_then(|v| v.as_str()).map(str::to_string);
+        s.builders = text("builders");
+        s.build_users_group = text("build-users-group");
+        s.post_build_hook = text("post-build-hook");
     }
     s
 }

@@ -21,12 +21,14 @@
 //!   [`state::remote`]: builds on remote builders, and the activities they forward.
 //! - [`progress`]: rendering on stderr.
 //! - [`sampler`]: memory and CPU of running builds.
+//! - [`contention`]: the load each build competed with, and its CPU time to the end.
 //! - `record`: the early record and the end of the session.
 //! - [`session`]: what the wrapper saw, as the ledger's records.
 //! - [`summary`]: the summary after every build.
 
 pub mod args;
 pub mod builddir;
+pub mod contention;
 pub mod evaltime;
 pub mod events;
 pub mod progress;

@@ -2,8 +2,9 @@
 //!
 //! On a terminal: Nix's messages and (with `-L`) build logs scroll above a status area
 //! that is redrawn at most every [`REDRAW`]: the running builds with elapsed and expected
-//! time, done/expected builds and downloads, bytes downloaded. Not a terminal (CI): one
-//! plain line per finished build. Output is buffered and flushed when the stream goes
+//! time, done/expected builds with the whole build's ETA, downloads, bytes downloaded.
+//! Not a terminal (CI): one plain line per finished build, ending with
+//! `[done/total, ETA 1m05s]`. Output is buffered and flushed when the stream goes
 //! quiet, so a build printing a million log lines does not pay a write per line.
 
 use std::io::Write;
@@ -50,9 +51,35 @@ impl Style {
     }
 }
 
+/// How far the whole build is: builds done of the total Nix expects, and the ETA of
+/// the whole build when known (`crate::tune::live`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    pub done: u64,
+    pub total: u64,
+    pub eta_ms: Option<i64>,
+}
+
+impl Position {
+    /// `3/27, ETA 1m05s` (the ETA only when known).
+    fn text(&self) -> String {
+        match self.eta_ms {
+            Some(ms) => format!(
+                "{}/{}, ETA {}",
+                self.done,
+                self.total,
+                human_duration_ms(ms)
+            ),
+            None => format!("{}/{}", self.done, self.total),
+        }
+    }
+}
+
 /// The renderer. Writes to an internal buffer; [`Progress::flush`] sends it to stderr.
 pub struct Progress {
     style: Style,
+    /// Where the whole build is, for the plain lines and the status area.
+    position: Option<Position>,
     buf: Vec<u8>,
     /// Lines of status area currently on screen.
     drawn: usize,
@@ -63,6 +90,7 @@ impl Progress {
     pub fn new(style: Style) -> Progress {
         Progress {
             style,
+            position: None,
             buf: Vec::with_capacity(FLUSH_AT * 2),
             drawn: 0,
             last_draw: None,
@@ -71,6 +99,11 @@ impl Progress {
 
     pub fn style(&self) -> Style {
         self.style
+    }
+
+    /// Where the whole build is now.
+    pub fn set_position(&mut self, position: Position) {
+        self.position = Some(position);
     }
 
     /// One line scrolling above the status area.
@@ -142,7 +175,13 @@ impl Progress {
                 }
             }
             _ if !self.style.live => {
-                self.scroll_line(&["built ", &build.name, " in ", &took, &on, &peak]);
+                // Without a terminal (CI), each line says how far the build is.
+                let at = self
+                    .position
+                    .filter(|p| p.total > 0)
+                    .map(|p| format!(" [{}]", p.text()))
+                    .unwrap_or_default();
+                self.scroll_line(&["built ", &build.name, " in ", &took, &on, &peak, &at]);
             }
             _ => {}
         }
@@ -183,6 +222,9 @@ impl Progress {
         let mut head = format!("[builds {}/{}", b.done, b.expected);
         if b.failed > 0 {
             head.push_str(&format!(", {} failed", b.failed));
+        }
+        if let Some(eta) = self.position.and_then(|p| p.eta_ms) {
+            head.push_str(&format!(", ETA {}", human_duration_ms(eta)));
         }
         head.push(']');
         if d.expected > 0 || state.downloaded_bytes() > 0 {
@@ -322,6 +364,27 @@ mod tests {
         assert_eq!(
             String::from_utf8(p.buf.clone()).unwrap(),
             "built a in 1.5s\nerror: boom\n"
+        );
+    }
+
+    #[test]
+    fn plain_lines_end_with_the_position_and_the_eta() {
+        let mut p = Progress::new(plain());
+        p.set_position(Position {
+            done: 3,
+            total: 27,
+            eta_ms: Some(65_000),
+        });
+        p.finished(&build(BuildStatus::Built));
+        p.set_position(Position {
+            done: 4,
+            total: 27,
+            eta_ms: None,
+        });
+        p.finished(&build(BuildStatus::Built));
+        assert_eq!(
+            String::from_utf8(p.buf.clone()).unwrap(),
+            "built a in 1.5s [3/27, ETA 1m05s]\nbuilt a in 1.5s [4/27]\n"
         );
     }
 

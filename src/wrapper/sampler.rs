@@ -24,12 +24,14 @@
 //!
 //! CPU time of a tree at one instant is Σ over its live processes of utime+stime plus
 //! cutime+cstime: a reaped child's time moves into its parent's `c*time`, so every
-//! CPU-second is counted exactly once; the maximum over samples is kept.
+//! CPU-second is counted exactly once; the maximum over samples is kept. What the last
+//! sample missed, and the load the build competed with, are [`super::contention`]'s.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::builddir::BuildRoots;
+use super::contention::{self, children_cpu_ms, own_cpu_ms, OutsideLoad, Reaped, Watch};
 use crate::nix::store_path::path_name;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +47,10 @@ pub struct Usage {
     pub cpu_system_ms: u64,
     /// Samples in which at least one process of the build was seen.
     pub samples: u64,
+    /// Time it was seen using CPU, and the CPU the rest of the host used meanwhile
+    /// ([`super::contention`]).
+    pub cpu_window_ms: u64,
+    pub others_cpu_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -54,11 +60,37 @@ struct Tracked {
     /// When the build was seen to start (Unix ms).
     started_ms: i64,
     usage: Usage,
+    watch: Watch,
+}
+
+impl Tracked {
+    fn cpu_ms(&self) -> u64 {
+        self.usage.cpu_user_ms + self.usage.cpu_system_ms
+    }
+
+    /// Takes the build's CPU time to the end from `reaped` (user, system ms of Nix's
+    /// children not yet given to a build); returns how much of it was taken.
+    fn settle(&mut self, reaped: (u64, u64), now: Instant) -> u64 {
+        let sampled = self.cpu_ms();
+        match self.watch.settle(sampled, reaped.0 + reaped.1, now) {
+            Some(total) => {
+                let (user, system) = contention::split(total, reaped.0, reaped.1);
+                self.usage.cpu_user_ms = self.usage.cpu_user_ms.max(user);
+                self.usage.cpu_system_ms = self.usage.cpu_system_ms.max(system);
+                total
+            }
+            None => 0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     builds: HashMap<String, Tracked>,
+    /// Nix's children's CPU time; `None` while unknown (no Nix pid, not readable).
+    reaped: Option<Reaped>,
+    outside: OutsideLoad,
+    nix_pid: Option<i32>,
     stop: bool,
     /// Total time spent sampling, for measuring the sampler's own cost.
     busy: Duration,
@@ -75,7 +107,10 @@ impl Sampler {
     /// Starts the sampling thread for the builds of the Nix process `nix_pid`, whose
     /// build directories are in one of `build_roots`.
     pub fn start(nix_pid: Option<i32>, build_roots: BuildRoots) -> Sampler {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            nix_pid,
+            ..Shared::default()
+        }));
         let for_thread = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("nix-ledger-sampler".into())
@@ -93,6 +128,7 @@ impl Sampler {
                     name: path_name(drv_path).to_string(),
                     started_ms,
                     usage: Usage::default(),
+                    watch: Watch::default(),
                 },
             );
         }
@@ -100,8 +136,21 @@ impl Sampler {
 
     /// Stops watching `drv_path` and returns what was measured (`None` if nothing was seen).
     pub fn finish(&self, drv_path: &str) -> Option<Usage> {
-        let tracked = self.shared.lock().ok()?.builds.remove(drv_path)?;
+        let mut shared = self.shared.lock().ok()?;
+        let mut tracked = shared.builds.remove(drv_path)?;
+        // Its builder was reaped just before Nix said it ended: its whole CPU time is
+        // in Nix's children's time now (see `contention`).
+        let now = shared.nix_pid.and_then(children_cpu_ms);
+        if let (Some(reaped), Some(now)) = (shared.reaped.as_mut(), now) {
+            reaped.taken += tracked.settle(reaped.available(now), Instant::now());
+        }
         (tracked.usage.samples > 0).then_some(tracked.usage)
+    }
+
+    /// The load, in cores, the rest of the host puts on it while builds run; `None` until
+    /// two rounds have seen builds.
+    pub fn outside_load(&self) -> Option<f64> {
+        self.shared.lock().ok()?.outside.cores()
     }
 
     /// The sampler's own cost so far: time spent sampling and the number of rounds.
@@ -131,6 +180,7 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
         build_roots,
         ..ProcTable::default()
     };
+    let tick_ms = 1000.0 / crate::sys::clock_ticks_per_second();
     loop {
         std::thread::park_timeout(INTERVAL);
         let watched: Vec<Watched> = match shared.lock() {
@@ -151,15 +201,42 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
         }
         let began = Instant::now();
         let measured = procs.sample(&watched);
+        let host_busy = contention::host_busy_ms(tick_ms);
+        let children = nix_pid.and_then(children_cpu_ms);
         let Ok(mut s) = shared.lock() else { return };
+        let mut seen = HashSet::with_capacity(measured.len());
+        let mut builds_ms = 0;
         for (drv, m) in measured {
             if let Some(t) = s.builds.get_mut(&drv) {
                 t.usage.peak_rss_bytes = t.usage.peak_rss_bytes.max(m.peak_rss_bytes);
                 t.usage.cpu_user_ms = t.usage.cpu_user_ms.max(m.cpu_user_ms);
                 t.usage.cpu_system_ms = t.usage.cpu_system_ms.max(m.cpu_system_ms);
                 t.usage.samples += 1;
+                let cpu = t.cpu_ms();
+                builds_ms += t.watch.observe(began, host_busy, cpu);
+                t.usage.cpu_window_ms = t.watch.window_ms;
+                t.usage.others_cpu_ms = t.watch.others_cpu_ms;
+                seen.insert(drv);
             }
         }
+        if let (Some(reaped), Some(now)) = (s.reaped, children) {
+            // A build measured before and not now ended in this round: if it is the only
+            // one, what Nix reaped meanwhile is its CPU time to the end.
+            let mut gone = s
+                .builds
+                .iter_mut()
+                .filter(|(drv, t)| t.watch.seen() && !seen.contains(*drv));
+            if let (Some((_, t)), None) = (gone.next(), gone.next()) {
+                t.settle(reaped.available(now), Instant::now());
+            }
+        }
+        s.reaped = children.map(|at_round| Reaped { at_round, taken: 0 });
+        let ours = [nix_pid, Some(std::process::id() as i32)]
+            .into_iter()
+            .flatten()
+            .filter_map(own_cpu_ms)
+            .sum();
+        s.outside.round(began, host_busy, ours, builds_ms);
         s.busy += began.elapsed();
         s.rounds += 1;
     }
@@ -167,18 +244,18 @@ fn run(shared: &Mutex<Shared>, nix_pid: Option<i32>, build_roots: BuildRoots) {
 
 /// One process, from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
+pub(super) struct Stat {
     ppid: i32,
-    utime: u64,
-    stime: u64,
-    cutime: u64,
-    cstime: u64,
+    pub(super) utime: u64,
+    pub(super) stime: u64,
+    pub(super) cutime: u64,
+    pub(super) cstime: u64,
     rss_pages: u64,
 }
 
 /// Parses the text of `/proc/<pid>/stat`. The command name may contain spaces and
 /// parentheses, so fields are counted from the last `)`.
-fn parse_stat(text: &str) -> Option<Stat> {
+pub(super) fn parse_stat(text: &str) -> Option<Stat> {
     let rest = &text[text.rfind(')')? + 1..];
     let mut f = rest.split_ascii_whitespace();
     // Fields after the name, 0-based from `state` (field 3 in proc(5)).

@@ -6,6 +6,7 @@ use super::state::FinishedBuild;
 use crate::ledger::model::TimingSource;
 use crate::ledger::record::{BuildRecord, BuildStatus, Source};
 use crate::ledger::sessions::{Restatement, SessionClosing};
+use crate::ledger::tune::Contention;
 use crate::ledger::Ledger;
 use crate::Result;
 
@@ -35,6 +36,11 @@ fn build_record(session_id: i64, b: &FinishedBuild) -> BuildRecord {
         rec.peak_rss_bytes = Some(u.peak_rss_bytes as i64);
         rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
         rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
+        // Unknown (None) rather than "alone" when no round saw it use CPU.
+        rec.contention = (u.cpu_window_ms > 0).then_some(Contention {
+            cpu_window_ms: u.cpu_window_ms as i64,
+            others_cpu_ms: u.others_cpu_ms as i64,
+        });
     }
     rec
 }

@@ -13,7 +13,7 @@ use super::args::{nix_command, ArgsInfo};
 use super::builddir::BuildRoots;
 use super::evaltime::EvalClock;
 use super::events::{parse_line, Event, Line};
-use super::progress::{self, Progress, Style};
+use super::progress::{self, Position, Progress, Style};
 use super::reader::{read_in_chunks, Chunk};
 use super::record::{self, Early, EarlyWork, Recording};
 use super::sampler::Sampler;
@@ -48,6 +48,8 @@ struct Supervisor {
     interrupted_by: Option<i32>,
     escalation: u8,
     escalate_at: Option<tokio::time::Instant>,
+    /// The whole build's ETA; `None` when nothing is recorded (no history to read).
+    eta: Option<crate::tune::live::Live>,
 }
 
 impl Supervisor {
@@ -105,6 +107,9 @@ impl Supervisor {
                 None
             }
             Some(Notice::Message { level, text }) => {
+                if let Some(eta) = &mut self.eta {
+                    eta.message(text);
+                }
                 self.progress.message(level, text);
                 None
             }
@@ -112,6 +117,9 @@ impl Supervisor {
         };
         if let Some(id) = started {
             if let Some(build) = self.state.running.get_mut(&id) {
+                if let Some(eta) = &mut self.eta {
+                    eta.started(&build.drv_path);
+                }
                 // A remote builder's processes are not on this machine.
                 if build.machine.is_none() {
                     self.sampler.watch(&build.drv_path, build.started_ms);
@@ -134,12 +142,18 @@ impl Supervisor {
         for index in std::mem::take(&mut self.state.stopped) {
             if let Some(build) = self.state.finished.get_mut(index) {
                 build.usage = self.sampler.finish(&build.drv_path);
+                if let Some(eta) = &mut self.eta {
+                    eta.finished(&build.drv_path, build.duration_ms());
+                }
             }
         }
         self.show_settled();
     }
 
     fn show_settled(&mut self) {
+        if !self.state.settled.is_empty() {
+            self.update_position(Instant::now());
+        }
         for index in std::mem::take(&mut self.state.settled) {
             if let Some(build) = self.state.finished.get(index) {
                 self.progress.finished(build);
@@ -183,7 +197,27 @@ impl Supervisor {
         }
     }
 
+    /// Where the whole build is, for the progress: Nix's counters and the ETA.
+    fn update_position(&mut self, now: Instant) {
+        let b = self.state.builds;
+        let eta_ms = self.eta.as_ref().and_then(|eta| eta.remaining_ms(now));
+        self.progress.set_position(Position {
+            done: b.done + b.failed,
+            total: b.expected,
+            eta_ms,
+        });
+    }
+
     fn tick(&mut self) {
+        if let Some(eta) = &mut self.eta {
+            let running = self
+                .state
+                .running
+                .values()
+                .map(|b| (b.drv_path.as_str(), b.started));
+            eta.tick(running, self.sampler.outside_load(), Instant::now());
+        }
+        self.update_position(Instant::now());
         self.state.settle(now_ms(), false);
         self.show_settled();
         self.progress.tick(&self.state, Instant::now());
@@ -296,6 +330,16 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
     // that every line is read first.
     let mut waiter = tokio::task::spawn_blocking(move || child.wait());
     let build_roots = BuildRoots::of_this_machine();
+    let eta = recording.as_ref().map(|r| {
+        crate::tune::live::Live::new(crate::tune::live::Context {
+            ledger: r.ledger.path().to_path_buf(),
+            state_dir: layout.state_dir.clone(),
+            nix_pid: pgid as u32,
+            max_jobs: info.max_jobs,
+            cores: info.cores,
+            started: std::time::UNIX_EPOCH + Duration::from_millis(started_ms.max(0) as u64),
+        })
+    });
     let mut sup = Supervisor {
         state: State::new(build_roots.clone()),
         eval: EvalClock::default(),
@@ -308,6 +352,7 @@ pub(super) async fn supervise(layout: &Layout, req: &Request) -> Result<Outcome>
         interrupted_by: None,
         escalation: 0,
         escalate_at: None,
+        eta,
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Runtime)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Runtime)?;

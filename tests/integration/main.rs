@@ -17,6 +17,7 @@ mod sim;
 mod switch;
 mod sync;
 mod trends;
+mod tune;
 mod util;
 mod why;
 mod wrapper;

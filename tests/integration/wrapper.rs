@@ -399,9 +399,11 @@ fn wrapper_on_a_terminal_shows_running_builds_with_expected_times_and_honours_no
         "{second}"
     );
     assert!(
-        second.contains("[builds 0/3]") || second.contains("[builds 1/3]"),
+        second.contains("[builds 0/3") || second.contains("[builds 1/3"),
         "{second}"
     );
+    // The whole build's ETA, from what the first run took.
+    assert!(second.contains("/3, ETA "), "{second}");
     assert!(
         !second.contains("\x1b[1m") && !second.contains("\x1b[31"),
         "NO_COLOR: {second}"

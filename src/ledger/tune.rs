@@ -1,0 +1,306 @@
+//! What `tune` reads of the ledger: every measured local build with the settings of its
+//! session, the recent sessions that built something, and a session's builds. Also the
+//! one thing it needs written: how much CPU the rest of the host used while each build
+//! wanted CPU (`build_contention`, migration 0009), recorded with the wrapper's builds.
+
+use rusqlite::{params, Transaction};
+use serde::Serialize;
+
+use super::model::BuildStatus;
+use super::Ledger;
+use crate::Result;
+
+/// What the sampler saw while a build used CPU (see `build_contention` in
+/// docs/schema.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Contention {
+    /// Total length of the samples in which the build's CPU time grew.
+    pub cpu_window_ms: i64,
+    /// CPU time the rest of the host used in those samples.
+    pub others_cpu_ms: i64,
+}
+
+/// One successful build on this machine with a known duration, and what is known of its
+/// resources and of the settings it ran under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Measurement {
+    pub name: String,
+    pub duration_ms: i64,
+    /// User + system CPU time; `None` when nothing sampled it (hook-only records).
+    pub cpu_ms: Option<i64>,
+    pub peak_rss_bytes: Option<i64>,
+    /// The session's `cores` and host cores; `None` outside a session.
+    pub cores: Option<i64>,
+    pub host_cores: Option<i64>,
+    pub contention: Option<Contention>,
+}
+
+/// A wrapper session that built something here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildSession {
+    pub id: i64,
+    pub started_ms: i64,
+    pub max_jobs: Option<i64>,
+    pub cores: Option<i64>,
+    pub host_cores: Option<i64>,
+    pub host_memory_bytes: Option<i64>,
+}
+
+/// Builds on this machine: `machine` is NULL or empty for them.
+const LOCAL: &str = "(b.machine IS NULL OR b.machine = '')";
+
+const BUILT: &str = BuildStatus::Built.as_str();
+
+impl Ledger {
+    /// The newest `limit` measured builds (successful, local, with a duration), newest
+    /// first: what the model's defaults for unknown derivations come from.
+    pub fn build_measurements(&self, limit: usize) -> Result<Vec<Measurement>> {
+        let sql = format!(
+            "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
+                    s.cores, s.host_cores, c.cpu_window_ms, c.others_cpu_ms
+             FROM builds b JOIN derivations d USING (drv_path)
+             LEFT JOIN sessions s ON s.id = b.session_id
+             LEFT JOIN build_contention c ON c.build_id = b.id
+             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL}
+             ORDER BY b.finished_ms DESC, b.id DESC LIMIT ?2"
+        );
+        self.rows(&sql, params![BUILT, limit as i64])
+    }
+
+    /// The measured builds of the newest `per_name` derivations of each name in `names`
+    /// (a derivation is usually built once): what the model is fitted from, for the
+    /// derivations of a workload. One indexed query per name.
+    pub fn build_measurements_named(
+        &self,
+        names: &[&str],
+        per_name: usize,
+    ) -> Result<Vec<Measurement>> {
+        let mut out = Vec::new();
+        for name in names {
+            out.extend(self.measurements(
+                "name = ?3 ORDER BY first_seen_ms DESC",
+                params![BUILT, per_name as i64, name],
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The measured builds of the newest `limit` derivations whose name starts with
+    /// `prefix` and a `-` (`hello` gives `hello-2.12`, and `hello-world-1.0` too: the
+    /// caller filters): the same package at other versions.
+    pub fn build_measurements_prefixed(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<Measurement>> {
+        // A range on the name index: from "<prefix>-" up to "<prefix>." ('.' follows '-').
+        self.measurements(
+            "name >= ?3 || '-' AND name < ?3 || '.' ORDER BY first_seen_ms DESC",
+            params![BUILT, limit as i64, prefix],
+        )
+    }
+
+    /// Measured builds of the derivations `which` selects (a condition and order on
+    /// `derivations`, with `?2` its limit).
+    fn measurements(&self, which: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
+        let sql = format!(
+            "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
+                    s.cores, s.host_cores, c.cpu_window_ms, c.others_cpu_ms
+             FROM (SELECT drv_path, name FROM derivations WHERE {which} LIMIT ?2) d
+             JOIN builds b USING (drv_path)
+             LEFT JOIN sessions s ON s.id = b.session_id
+             LEFT JOIN build_contention c ON c.build_id = b.id
+             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL}
+             ORDER BY b.finished_ms DESC, b.id DESC"
+        );
+        self.rows(&sql, args)
+    }
+
+    /// Runs a query whose columns are those of [`Measurement`], in order.
+    fn rows(&self, sql: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(args, |r| {
+                    let contention = match (r.get(6)?, r.get(7)?) {
+                        (Some(cpu_window_ms), Some(others_cpu_ms)) => Some(Contention {
+                            cpu_window_ms,
+                            others_cpu_ms,
+                        }),
+                        _ => None,
+                    };
+                    Ok(Measurement {
+                        name: r.get(0)?,
+                        duration_ms: r.get(1)?,
+                        cpu_ms: r.get(2)?,
+                        peak_rss_bytes: r.get(3)?,
+                        cores: r.get(4)?,
+                        host_cores: r.get(5)?,
+                        contention,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The newest `limit` sessions that built something on this machine, newest first.
+    pub fn recent_build_sessions(&self, limit: usize) -> Result<Vec<BuildSession>> {
+        let sql = format!(
+            "SELECT s.id, s.started_ms, s.max_jobs, s.cores, s.host_cores, s.host_memory_bytes
+             FROM sessions s
+             WHERE EXISTS (SELECT 1 FROM builds b WHERE b.session_id = s.id
+                           AND b.status = ?1 AND {LOCAL})
+             ORDER BY s.started_ms DESC, s.id DESC LIMIT ?2"
+        );
+        self.conn
+            .prepare(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![BUILT, limit as i64], |r| {
+                    Ok(BuildSession {
+                        id: r.get(0)?,
+                        started_ms: r.get(1)?,
+                        max_jobs: r.get(2)?,
+                        cores: r.get(3)?,
+                        host_cores: r.get(4)?,
+                        host_memory_bytes: r.get(5)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The derivations session `id` built on this machine, each once, as (.drv, name),
+    /// in the order they started.
+    pub fn session_built(&self, id: i64) -> Result<Vec<(String, String)>> {
+        let sql = format!(
+            "SELECT b.drv_path, d.name, min(coalesce(b.started_ms, b.finished_ms)) AS at
+             FROM builds b JOIN derivations d USING (drv_path)
+             WHERE b.session_id = ?1 AND b.status = ?2 AND {LOCAL}
+             GROUP BY b.drv_path ORDER BY at, b.drv_path"
+        );
+        self.conn
+            .prepare(&sql)
+            .and_then(|mut stmt| {
+                stmt.query_map(params![id, BUILT], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Records what the sampler saw of build `build_id` (inside the caller's transaction).
+pub(super) fn record_contention(
+    tx: &Transaction<'_>,
+    build_id: i64,
+    c: &Contention,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO build_contention (build_id, cpu_window_ms, others_cpu_ms)
+         VALUES (?1, ?2, ?3)
+         ON CONFLICT (build_id) DO UPDATE SET cpu_window_ms = excluded.cpu_window_ms,
+             others_cpu_ms = excluded.others_cpu_ms",
+    )?
+    .execute(params![build_id, c.cpu_window_ms, c.others_cpu_ms])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::model::{SessionKind, SessionStatus};
+    use crate::ledger::record::{BuildRecord, Source, TimingSource};
+    use crate::ledger::sessions::{SessionClosing, SessionOpening};
+
+    fn drv(c: char, name: &str) -> String {
+        format!("/nix/store/{}-{name}.drv", c.to_string().repeat(32))
+    }
+
+    #[test]
+    fn measured_builds_come_with_their_sessions_settings_and_contention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let id = ledger
+            .open_session(&SessionOpening {
+                kind: SessionKind::Build,
+                command: vec!["nix".into()],
+                cwd: None,
+                started_ms: 0,
+                hostname: None,
+                pid: 1,
+            })
+            .unwrap();
+        let record = |c: char, name: &str, status: BuildStatus, machine: Option<&str>| {
+            let mut rec = BuildRecord::new(&drv(c, name), Source::Wrapper, status, 3_000);
+            rec.session_id = Some(id);
+            rec.started_ms = Some(1_000);
+            rec.timing_source = Some(TimingSource::Wrapper);
+            rec.machine = machine.map(str::to_string);
+            rec.cpu_user_ms = Some(1_500);
+            rec.cpu_system_ms = Some(500);
+            rec.peak_rss_bytes = Some(1 << 20);
+            rec.contention = Some(Contention {
+                cpu_window_ms: 1_800,
+                others_cpu_ms: 900,
+            });
+            rec
+        };
+        let records = [
+            record('a', "par-1", BuildStatus::Built, None),
+            record('b', "par-2", BuildStatus::Built, Some("ssh://far")),
+            record('c', "par-3", BuildStatus::Failed, None),
+            record('d', "par-4", BuildStatus::Built, Some("")),
+        ];
+        let closing = SessionClosing {
+            cores: Some(2),
+            max_jobs: Some(4),
+            host_cores: Some(8),
+            ..SessionClosing::new(4_000, SessionStatus::Succeeded, 0)
+        };
+        ledger.finish_session(id, &[], &records, &closing).unwrap();
+        let measured = ledger.build_measurements(10).unwrap();
+        let names: Vec<&str> = measured.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["par-4", "par-1"], "local successful builds only");
+        let named = ledger
+            .build_measurements_named(&["par-1", "par-9"], 10)
+            .unwrap();
+        assert_eq!(named, measured[1..]);
+        let prefixed = ledger.build_measurements_prefixed("par", 10).unwrap();
+        assert_eq!(prefixed, measured);
+        assert!(ledger
+            .build_measurements_prefixed("pa", 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            measured[1],
+            Measurement {
+                name: "par-1".into(),
+                duration_ms: 2_000,
+                cpu_ms: Some(2_000),
+                peak_rss_bytes: Some(1 << 20),
+                cores: Some(2),
+                host_cores: Some(8),
+                contention: Some(Contention {
+                    cpu_window_ms: 1_800,
+                    others_cpu_ms: 900
+                }),
+            }
+        );
+        let sessions = ledger.recent_build_sessions(5).unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(
+            (sessions[0].max_jobs, sessions[0].cores),
+            (Some(4), Some(2))
+        );
+        let built = ledger.session_built(id).unwrap();
+        assert_eq!(
+            built,
+            [
+                (drv('a', "par-1"), "par-1".to_string()),
+                (drv('d', "par-4"), "par-4".to_string())
+            ]
+        );
+        assert!(ledger.session_built(id + 1).unwrap().is_empty());
+    }
+}

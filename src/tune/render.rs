@@ -1,0 +1,171 @@
+//! The text of `nix-ledger tune` (`--json` prints the [`Report`] itself).
+
+use std::fmt::Write;
+
+use super::inputs::Origin;
+use super::report::{Report, Setting, WorkloadSummary};
+use super::sweep::Level;
+use crate::size::human_bytes;
+use crate::time::human_duration_ms;
+
+/// The report as people read it.
+pub fn report(r: &Report) -> String {
+    let mut out = String::new();
+    out.push_str(&workloads(&r.workloads));
+    let h = &r.host;
+    let _ = writeln!(
+        out,
+        "{}: {} cores, {} (builds may use {} together)\n",
+        if h.projected {
+            "projected onto"
+        } else {
+            "this machine"
+        },
+        h.cores,
+        human_bytes(h.memory_bytes as i64),
+        human_bytes(h.memory_budget_bytes as i64),
+    );
+    let mut rows: Vec<(String, &Setting)> = Vec::new();
+    if let Some(best) = &r.recommended {
+        rows.push(("recommended".into(), best));
+    }
+    if let Some(current) = &r.current {
+        rows.push(("current (nix show-config)".into(), current));
+    }
+    rows.push(("Nix's default".into(), &r.nix_default));
+    rows.push(("NixOS's default (auto)".into(), &r.nixos_default));
+    for c in &r.compared {
+        rows.push((format!("compared: {}", c.label), &c.setting));
+    }
+    let width = rows
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  {:width$}  max-jobs  cores  predicted  peak memory",
+        ""
+    );
+    for (label, s) in &rows {
+        let risk = if s.oom_risk { "  OOM risk" } else { "" };
+        let _ = writeln!(
+            out,
+            "  {label:width$}  {:>8}  {:>5}  {:>9}  {:>11}{risk}",
+            s.max_jobs,
+            s.cores,
+            human_duration_ms(s.makespan_ms as i64),
+            human_bytes(s.peak_memory_bytes as i64),
+        );
+    }
+    out.push('\n');
+    if let (Some(best), Some(current)) = (&r.recommended, &r.current) {
+        if best.makespan_ms > 0 && current.makespan_ms > best.makespan_ms {
+            let _ = writeln!(
+                out,
+                "The recommendation is predicted {:.2}× as fast as the current setting.",
+                current.makespan_ms as f64 / best.makespan_ms as f64
+            );
+        }
+    }
+    if !r.critical_path.derivations.is_empty() {
+        let _ = writeln!(
+            out,
+            "critical path: {} ({}): no setting builds it faster",
+            human_duration_ms(r.critical_path.length_ms as i64),
+            r.critical_path.derivations.join(" → ")
+        );
+    }
+    for risk in &r.oom_risks_avoided {
+        let who = if risk.derivations.is_empty() {
+            "builds".to_string()
+        } else {
+            list(&risk.derivations)
+        };
+        let _ = writeln!(
+            out,
+            "OOM risk avoided: with max-jobs {} or more, {who} can run at once: {}, over the {} budget",
+            risk.max_jobs,
+            human_bytes(risk.bytes as i64),
+            human_bytes(h.memory_budget_bytes as i64)
+        );
+    }
+    let c = &r.confidence;
+    let level = match c.level {
+        Level::High => "high",
+        Level::Medium => "medium",
+        Level::Low => "low",
+    };
+    let _ = writeln!(
+        out,
+        "confidence: {level}: {} of {} derivations measured, {} estimated ({:.0}% of the build time)",
+        c.total_jobs - c.estimated_jobs,
+        c.total_jobs,
+        c.estimated_jobs,
+        c.estimated_share * 100.0
+    );
+    match (&r.nix_conf, &r.nix_settings) {
+        (Some(conf), Some(nixos)) => {
+            out.push_str("\nnix.conf:\n");
+            for line in conf.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+            let _ = write!(out, "NixOS / nix-darwin configuration:\n  {nixos}");
+        }
+        _ => {
+            let _ = writeln!(
+                out,
+                "\nNo setting is free of OOM risk: a single build needs more than the {} budget.",
+                human_bytes(h.memory_budget_bytes as i64)
+            );
+        }
+    }
+    out
+}
+
+fn workloads(w: &[WorkloadSummary]) -> String {
+    let total: usize = w.iter().map(|s| s.derivations).sum();
+    let measured: usize = w.iter().map(|s| s.measured).sum();
+    let unknown: usize = w.iter().map(|s| s.unknown_graph).sum();
+    let what = match w {
+        [WorkloadSummary {
+            origin: Origin::Target { drv },
+            ..
+        }] => format!("what building {drv} would build"),
+        [_] => "the last session".to_string(),
+        _ => format!("the last {} sessions", w.len()),
+    };
+    let mut out = format!(
+        "Tuned on {what}: {total} derivations, {measured} measured, {} estimated.\n",
+        total - measured
+    );
+    if unknown > 0 {
+        let _ = writeln!(
+            out,
+            "({unknown} derivations' .drv files are gone from the store and the ledger: their dependencies are unknown.)"
+        );
+    }
+    out
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_read_naturally() {
+        let s = |v: &[&str]| list(&v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(s(&[]), "");
+        assert_eq!(s(&["a"]), "a");
+        assert_eq!(s(&["a", "b", "c"]), "a, b and c");
+    }
+}

@@ -1,0 +1,393 @@
+//! The simulator's state and events (see the parent module for what is modelled).
+//! Continuous time, processor sharing: at each step every running build progresses at
+//! the rate its CPU share allows until the earliest phase end or the end of the loop's
+//! pass, whichever is first.
+
+use std::collections::BTreeSet;
+
+use super::{JobState, JobTiming, SimParams};
+use crate::tune::model::{effective_cores, workers};
+use crate::tune::share::allocate;
+use crate::tune::workload::Workload;
+
+/// Work below this is treated as finished (absorbs float drift).
+pub(super) const EPS: f64 = 1e-9;
+
+/// One phase of a job: the CPU threads it wants (0 = idle) and its work (CPU-ms, or ms
+/// when idle).
+#[derive(Debug, Clone, Copy)]
+struct Phase {
+    threads: f64,
+    work: f64,
+}
+
+/// A build phase in progress.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    job: usize,
+    phase: usize,
+    remaining: f64,
+}
+
+pub(super) struct Sim<'a> {
+    w: &'a Workload,
+    p: &'a SimParams,
+    /// Each job's phases in order: serial CPU, parallel CPU, idle. Configure/build/
+    /// install in nixpkgs is serial-parallel-serial; the order matters only under
+    /// contention.
+    ph: Vec<[Phase; 3]>,
+    pub(super) t: f64,
+    running: Vec<Run>,
+    /// Builders that exited but whose end the loop has not handled yet (hold a slot).
+    ended: Vec<usize>,
+    /// The pass in progress: its jobs and when it ends.
+    pass: Option<(Vec<usize>, f64)>,
+    /// Goals in `wantingToBuild`, by Nix's key.
+    waiting: BTreeSet<(u32, usize)>,
+    /// Goals that just became ready: they come after `waiting`.
+    fresh: Vec<usize>,
+    startup_order: bool,
+    deps_left: Vec<usize>,
+    pub(super) timings: Vec<Option<JobTiming>>,
+    rss_now: u64,
+    /// Jobs whose end the loop has handled.
+    pub(super) released: usize,
+    pub(super) peak_rss: u64,
+    pub(super) peak_running: u32,
+    pub(super) cpu_ms: f64,
+    rates: Vec<f64>,
+    demands: Vec<f64>,
+    scratch: Vec<usize>,
+}
+
+impl<'a> Sim<'a> {
+    /// The simulation at time 0 of `state` (see [`super::simulate_from`]).
+    pub(super) fn new(w: &'a Workload, p: &'a SimParams, state: &[JobState]) -> Sim<'a> {
+        let n = w.len();
+        let fresh_start = state.iter().all(|s| matches!(s, JobState::Pending));
+        let threads = f64::from(workers(p.cores, p.host_cores));
+        let ph = w
+            .jobs()
+            .iter()
+            .map(|j| {
+                [
+                    Phase {
+                        threads: 1.0,
+                        work: j.profile.serial_cpu_ms,
+                    },
+                    Phase {
+                        threads,
+                        work: j.profile.parallel_cpu_ms,
+                    },
+                    Phase {
+                        threads: 0.0,
+                        work: j.profile.idle_ms,
+                    },
+                ]
+            })
+            .collect();
+        let t0 = if fresh_start { p.startup_ms } else { 0.0 };
+        let mut sim = Sim {
+            w,
+            p,
+            ph,
+            t: t0,
+            running: Vec::new(),
+            ended: Vec::new(),
+            pass: None,
+            waiting: BTreeSet::new(),
+            fresh: Vec::new(),
+            // Mid-build, every ready goal has been waiting: Nix's key order alone.
+            startup_order: fresh_start,
+            deps_left: vec![0; n],
+            timings: vec![None; n],
+            rss_now: 0,
+            released: 0,
+            peak_rss: 0,
+            peak_running: 0,
+            cpu_ms: 0.0,
+            rates: Vec::new(),
+            demands: Vec::new(),
+            scratch: Vec::new(),
+        };
+        let blank = JobTiming {
+            ready_ms: t0,
+            start_ms: t0,
+            end_ms: t0,
+            done_ms: t0,
+        };
+        for (i, st) in state.iter().enumerate() {
+            if !matches!(st, JobState::Done) {
+                sim.timings[i] = Some(blank);
+                sim.deps_left[i] = w
+                    .job(i)
+                    .deps
+                    .iter()
+                    .filter(|&&d| !matches!(state.get(d), Some(JobState::Done)))
+                    .count();
+            }
+        }
+        for (i, st) in state.iter().enumerate() {
+            match *st {
+                JobState::Running { elapsed_ms } => sim.place_running(i, elapsed_ms),
+                JobState::Pending if sim.deps_left[i] == 0 => sim.fresh.push(i),
+                _ => {}
+            }
+        }
+        sim.peak_rss = sim.rss_now;
+        sim.peak_running = sim.running.len() as u32;
+        sim
+    }
+
+    /// Puts job `i`, started `elapsed_ms` ago, where it would be had it run alone.
+    fn place_running(&mut self, i: usize, elapsed_ms: f64) {
+        let eff = effective_cores(self.p.cores, self.p.host_cores);
+        let rate_of = |ph: &Phase| {
+            if ph.threads == 0.0 {
+                1.0
+            } else {
+                ph.threads.min(eff)
+            }
+        };
+        let mut left = elapsed_ms.max(0.0);
+        let mut placed = false;
+        for k in 0..3 {
+            let ph = self.ph[i][k];
+            if ph.work <= EPS {
+                continue;
+            }
+            let rate = rate_of(&ph);
+            let took = ph.work / rate;
+            if left < took {
+                self.running.push(Run {
+                    job: i,
+                    phase: k,
+                    remaining: ph.work - left * rate,
+                });
+                placed = true;
+                break;
+            }
+            left -= took;
+        }
+        if !placed {
+            // Past its prediction: assume it ends after 10% more of its elapsed time.
+            let extra = 0.1 * elapsed_ms.max(1.0);
+            let k = (0..3)
+                .rev()
+                .find(|&k| self.ph[i][k].work > EPS)
+                .unwrap_or(2);
+            let rate = rate_of(&self.ph[i][k]);
+            self.running.push(Run {
+                job: i,
+                phase: k,
+                remaining: extra * rate,
+            });
+        }
+        if let Some(t) = self.timings[i].as_mut() {
+            t.start_ms = -elapsed_ms;
+            t.ready_ms = -elapsed_ms;
+        }
+        self.rss_now = self
+            .rss_now
+            .saturating_add(self.w.job(i).profile.peak_rss_bytes);
+    }
+
+    /// Runs to the end: every job done.
+    pub(super) fn run(&mut self) {
+        loop {
+            self.loop_turn();
+            if self.running.is_empty() && self.pass.is_none() {
+                if self.ended.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            self.step();
+        }
+    }
+
+    fn first_phase_from(&self, job: usize, from: usize) -> Option<usize> {
+        (from..3).find(|&k| self.ph[job][k].work > EPS)
+    }
+
+    fn holding(&self) -> usize {
+        self.running.len() + self.ended.len()
+    }
+
+    fn start(&mut self, job: usize) {
+        if let Some(t) = self.timings[job].as_mut() {
+            t.start_ms = self.t;
+        }
+        self.rss_now = self
+            .rss_now
+            .saturating_add(self.w.job(job).profile.peak_rss_bytes);
+        self.peak_rss = self.peak_rss.max(self.rss_now);
+        match self.first_phase_from(job, 0) {
+            Some(k) => self.running.push(Run {
+                job,
+                phase: k,
+                remaining: self.ph[job][k].work,
+            }),
+            None => self.finish_builder(job),
+        }
+        self.peak_running = self.peak_running.max(self.holding() as u32);
+    }
+
+    fn finish_builder(&mut self, job: usize) {
+        if let Some(t) = self.timings[job].as_mut() {
+            t.end_ms = self.t;
+        }
+        self.rss_now = self
+            .rss_now
+            .saturating_sub(self.w.job(job).profile.peak_rss_bytes);
+        self.ended.push(job);
+    }
+
+    /// Starts ready goals in Nix's order while slots are free.
+    fn fill(&mut self) {
+        let w = self.w;
+        if self.startup_order {
+            self.fresh.sort_by_key(|&i| (w.depth(i), w.rank(i)));
+            self.startup_order = false;
+        } else {
+            self.fresh.sort_by_key(|&i| w.rank(i));
+        }
+        let slots = self.p.max_jobs as usize;
+        while self.holding() < slots {
+            let Some(first) = self.waiting.pop_first() else {
+                break;
+            };
+            self.start(first.1);
+        }
+        for job in std::mem::take(&mut self.fresh) {
+            if self.holding() < slots {
+                self.start(job);
+            } else {
+                self.waiting.insert((w.rank(job), job));
+            }
+        }
+    }
+
+    fn release(&mut self, jobs: &[usize], at: f64) {
+        self.released += jobs.len();
+        for &job in jobs {
+            if let Some(t) = self.timings[job].as_mut() {
+                t.done_ms = at;
+            }
+            for &k in self.w.dependents(job) {
+                self.deps_left[k] = self.deps_left[k].saturating_sub(1);
+                if self.deps_left[k] == 0 {
+                    if let Some(t) = self.timings[k].as_mut() {
+                        t.ready_ms = at;
+                    }
+                    self.fresh.push(k);
+                }
+            }
+        }
+    }
+
+    /// Everything the loop does at the current time: end a pass, handle ended builders,
+    /// start ready goals.
+    fn loop_turn(&mut self) {
+        loop {
+            if let Some((_, until)) = &self.pass {
+                if self.t + EPS < *until {
+                    return;
+                }
+                if let Some((jobs, until)) = self.pass.take() {
+                    self.release(&jobs, until);
+                    self.fill();
+                }
+            }
+            if self.ended.is_empty() {
+                self.fill();
+                return;
+            }
+            let jobs = std::mem::take(&mut self.ended);
+            let cost = (self.p.hook_ms + self.p.loop_ms_per_build) * jobs.len() as f64;
+            if cost <= EPS {
+                self.release(&jobs, self.t);
+                continue;
+            }
+            self.pass = Some((jobs, self.t + cost));
+            return;
+        }
+    }
+
+    /// Progress per ms of running phase `i`: 1 when idle, its CPU share otherwise.
+    fn speed(&self, i: usize) -> f64 {
+        let r = &self.running[i];
+        if self.ph[r.job][r.phase].threads == 0.0 {
+            1.0
+        } else {
+            self.rates.get(i).copied().unwrap_or(0.0)
+        }
+    }
+
+    /// Advances to the next event: a phase ends or the loop's pass ends.
+    fn step(&mut self) {
+        self.demands.clear();
+        for r in &self.running {
+            self.demands.push(self.ph[r.job][r.phase].threads);
+        }
+        if self.p.background_demand > 0.0 {
+            self.demands.push(self.p.background_demand);
+        }
+        // Outside work never takes the whole host from the builds in this model: at
+        // least 5% of a core is left, so that the simulation always progresses.
+        let capacity = (f64::from(self.p.host_cores) - self.p.background_reserved).max(0.05);
+        allocate(
+            self.p.cpu_share,
+            capacity,
+            &self.demands,
+            &mut self.rates,
+            &mut self.scratch,
+        );
+        let mut dt = f64::INFINITY;
+        for i in 0..self.running.len() {
+            let s = self.speed(i);
+            if s > 0.0 {
+                dt = dt.min(self.running[i].remaining / s);
+            }
+        }
+        if let Some((_, until)) = &self.pass {
+            dt = dt.min((until - self.t).max(0.0));
+        }
+        if !dt.is_finite() {
+            // Nothing can progress (cannot happen with host_cores ≥ 1): stop cleanly.
+            dt = 0.0;
+        }
+        let mut finished_phase = Vec::new();
+        for i in 0..self.running.len() {
+            let s = self.speed(i);
+            let run = self.running[i];
+            if self.ph[run.job][run.phase].threads > 0.0 {
+                self.cpu_ms += s * dt;
+            }
+            let r = &mut self.running[i];
+            r.remaining -= s * dt;
+            if s > 0.0 && r.remaining / s <= EPS {
+                r.remaining = 0.0;
+                finished_phase.push(i);
+            }
+        }
+        self.t += dt;
+        // Move finished phases on; remove finished builds, highest index first.
+        for &i in finished_phase.iter().rev() {
+            let run = self.running[i];
+            match self.first_phase_from(run.job, run.phase + 1) {
+                Some(k) => {
+                    self.running[i] = Run {
+                        job: run.job,
+                        phase: k,
+                        remaining: self.ph[run.job][k].work,
+                    };
+                }
+                None => {
+                    self.running.swap_remove(i);
+                    self.finish_builder(run.job);
+                }
+            }
+        }
+    }
+}
