@@ -1,8 +1,12 @@
 //! Command-line definitions (clap) and dispatch to the library's features.
 
 mod gc;
+mod output;
+mod shell;
 
-use std::io::Write;
+use output::{exit_code, print_json, print_text};
+use shell::{asks_for_help, build_help, completions, man};
+
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -352,38 +356,6 @@ fn print_rebuild_causes(causes: &nix_ledger::Result<Option<String>>) {
     }
 }
 
-/// Whether `nb build`'s arguments ask for help (before a `--`, after which everything is
-/// Nix's).
-fn asks_for_help(args: &[std::ffi::OsString]) -> bool {
-    args.iter()
-        .take_while(|a| *a != "--")
-        .any(|a| a == "--help" || a == "-h")
-}
-
-/// `nb build --help`: nb's own help for the command first, then Nix's manual for
-/// `nix build`, whose options all pass through.
-fn build_help() -> Result<ExitCode> {
-    use clap::CommandFactory;
-    let mut cli = Cli::command();
-    // Building fills in the subcommand's usage with the full command name.
-    cli.build();
-    if let Some(build) = cli.find_subcommand_mut("build") {
-        print_text(&format!(
-            "{}\nThe rest is `nix build`'s: every option below passes through.\n\n",
-            build.render_long_help()
-        ))?;
-    }
-    let status = nix_ledger::nix::command::NixCommand::nix()
-        .args(["build", "--help"])
-        .to_command()
-        .status()
-        .map_err(|source| nix_ledger::Error::Spawn {
-            program: "nix".into(),
-            source,
-        })?;
-    Ok(exit_code(status.code().unwrap_or(1)))
-}
-
 /// Parses the command line and runs it.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
@@ -654,62 +626,6 @@ pub fn run() -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The names completions are made for: the program, and the alias every installation
-/// sets up.
-const COMMAND_NAMES: [&str; 2] = ["nix-ledger", "nb"];
-
-/// `nix-ledger completions SHELL`: the script for both names (or one), generated from
-/// the clap definitions.
-fn completions(shell: clap_complete::Shell, name: Option<&str>) -> Result<ExitCode> {
-    use clap::CommandFactory;
-    let names: Vec<&str> = match name {
-        Some(name) => vec![name],
-        None => COMMAND_NAMES.to_vec(),
-    };
-    let mut script = Vec::new();
-    if shell == clap_complete::Shell::Bash {
-        // clap_complete's bash script for a name with a dash (`nix-ledger`) spells its
-        // subcommands two ways and completes none of their options. Its function works
-        // for whatever command it is registered for (it matches bash's `$1`), so the one
-        // made for `nb` serves both names.
-        clap_complete::generate(shell, &mut Cli::command(), "nb", &mut script);
-        let text: String = String::from_utf8_lossy(&script)
-            .lines()
-            .map(|line| match line.strip_suffix(" nb") {
-                Some(head) if line.trim_start().starts_with("complete -F _nb") => {
-                    format!("{head} {}\n", names.join(" "))
-                }
-                _ => format!("{line}\n"),
-            })
-            .collect();
-        print_text(&text)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    for name in names {
-        clap_complete::generate(shell, &mut Cli::command(), name, &mut script);
-    }
-    print_text(&String::from_utf8_lossy(&script))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `nix-ledger man`: the page of the command (stdout), or with a directory, a page per
-/// command written there (`nix-ledger.1`, `nix-ledger-build.1`, …).
-fn man(dir: Option<&std::path::Path>) -> Result<ExitCode> {
-    use clap::CommandFactory;
-    let cli = Cli::command();
-    let Some(dir) = dir else {
-        let mut page = Vec::new();
-        clap_mangen::Man::new(cli).render(&mut page)?;
-        print_text(&String::from_utf8_lossy(&page))?;
-        return Ok(ExitCode::SUCCESS);
-    };
-    clap_mangen::generate_to(cli, dir).map_err(|source| nix_ledger::Error::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
 /// A command-line value that must not be empty.
 fn non_empty(value: &str) -> std::result::Result<String, String> {
     if value.trim().is_empty() {
@@ -745,32 +661,4 @@ fn open_and_ingest(layout: &Layout) -> Result<Ledger> {
         );
     }
     Ok(caught_up.ledger)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
-    // Straight to stdout: `store --paths` prints 20,000 paths, no need to hold them twice.
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = serde_json::to_writer_pretty(&mut out, value)
-        .map_err(std::io::Error::from)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    match written {
-        // `nix-ledger history --json | head` closes the pipe early; that is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
-}
-
-fn print_text(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        // `nix-ledger history | head` closes the pipe early; that is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
-}
-
-/// A process exit status as `ExitCode` (statuses above 255 cannot happen on Unix).
-fn exit_code(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
