@@ -96,6 +96,8 @@ pub struct GcRunSummary {
     pub policy: serde_json::Value,
     pub planned_paths: i64,
     pub deleted_paths: i64,
+    /// Whole builds deleted (a .drv with its outputs is one).
+    pub deleted_builds: i64,
     pub freed_bytes: i64,
     pub cost_to_restore_ms: i64,
     pub unknown_cost_builds: i64,
@@ -271,11 +273,18 @@ impl Ledger {
         self.gc_runs_where("?1 = ?1", 0, limit)
     }
 
+    /// The newest `limit` runs started at or after `since_ms`, newest first.
+    pub fn gc_runs_since(&self, since_ms: i64, limit: usize) -> Result<Vec<GcRunSummary>> {
+        self.gc_runs_where("started_ms >= ?1", since_ms, limit)
+    }
+
     fn gc_runs_where(&self, cond: &str, arg: i64, limit: usize) -> Result<Vec<GcRunSummary>> {
         let sql = format!(
             "SELECT id, started_ms, finished_ms, status, trigger, policy, planned_paths,
                     deleted_paths, freed_bytes, cost_to_restore_ms, unknown_cost_builds,
-                    refused_paths, generations_removed, error
+                    refused_paths, generations_removed, error,
+                    (SELECT count(DISTINCT unit) FROM gc_deletions
+                     WHERE run_id = gc_runs.id AND state = 'deleted')
              FROM gc_runs WHERE {cond} ORDER BY id DESC LIMIT ?2"
         );
         self.conn
@@ -292,6 +301,7 @@ impl Ledger {
                         policy: serde_json::from_str(&policy).unwrap_or(serde_json::Value::Null),
                         planned_paths: r.get(6)?,
                         deleted_paths: r.get(7)?,
+                        deleted_builds: r.get(14)?,
                         freed_bytes: r.get(8)?,
                         cost_to_restore_ms: r.get(9)?,
                         unknown_cost_builds: r.get(10)?,
@@ -521,6 +531,10 @@ mod tests {
         let summary = ledger.gc_run(run).unwrap().unwrap();
         assert_eq!(summary.status, "finished");
         assert_eq!(summary.deleted_paths, 3);
+        assert_eq!(
+            summary.deleted_builds, 2,
+            "a and a.drv are one build, b another"
+        );
         assert_eq!(summary.freed_bytes, 300);
         assert_eq!(summary.cost_to_restore_ms, 5_000, "one build, counted once");
         assert_eq!(summary.unknown_cost_builds, 1);
@@ -529,6 +543,8 @@ mod tests {
         assert_eq!(summary.policy["max_freed"], 1);
         assert!(ledger.unfinished_gc_runs().unwrap().is_empty());
         assert!(ledger.last_gc_run_ms("command").unwrap().is_some());
+        assert_eq!(ledger.gc_runs_since(0, 10).unwrap().len(), 1);
+        assert!(ledger.gc_runs_since(now_ms() + 1, 10).unwrap().is_empty());
         assert_eq!(ledger.deletions_of("/s/c").unwrap()[0].state, "refused");
     }
 
