@@ -50,13 +50,13 @@ struct Row {
 
 impl Ledger {
     /// Whether this ledger's own builds finished since `since_ms` include a remote one
-    /// (successful or failed): a look at the remote builds alone, through the partial
-    /// index `builds_by_machine`, so that a report on a machine without builders reads
-    /// nothing more.
+    /// (successful or failed). SQLite reads whichever is smaller, the remote builds
+    /// (the partial index `builds_by_machine`: nothing on a machine without builders) or
+    /// the period's builds, and stops at the first it finds.
     pub fn has_remote_builds_since(&self, since_ms: i64) -> Result<bool> {
         self.conn
             .query_row(
-                "SELECT EXISTS (SELECT 1 FROM builds INDEXED BY builds_by_machine
+                "SELECT EXISTS (SELECT 1 FROM builds
                                 WHERE machine IS NOT NULL AND machine != ''
                                   AND origin IS NULL AND finished_ms >= ?1
                                   AND status IN (?2, ?3))",
