@@ -265,20 +265,31 @@ impl Ledger {
 
     /// One run.
     pub fn gc_run(&self, run: i64) -> Result<Option<GcRunSummary>> {
-        self.gc_runs_where("id = ?1", run, 1).map(|mut v| v.pop())
+        self.gc_runs_where("id = ?1", &run, 1).map(|mut v| v.pop())
     }
 
     /// The latest runs, newest first.
     pub fn recent_gc_runs(&self, limit: usize) -> Result<Vec<GcRunSummary>> {
-        self.gc_runs_where("?1 = ?1", 0, limit)
+        self.gc_runs_where("?1 = ?1", &0, limit)
     }
 
     /// The newest `limit` runs started at or after `since_ms`, newest first.
     pub fn gc_runs_since(&self, since_ms: i64, limit: usize) -> Result<Vec<GcRunSummary>> {
-        self.gc_runs_where("started_ms >= ?1", since_ms, limit)
+        self.gc_runs_where("started_ms >= ?1", &since_ms, limit)
     }
 
-    fn gc_runs_where(&self, cond: &str, arg: i64, limit: usize) -> Result<Vec<GcRunSummary>> {
+    /// The latest run started by `trigger` (`command`, `maintenance`).
+    pub fn latest_gc_run(&self, trigger: &str) -> Result<Option<GcRunSummary>> {
+        self.gc_runs_where("trigger = ?1", &trigger, 1)
+            .map(|mut v| v.pop())
+    }
+
+    fn gc_runs_where(
+        &self,
+        cond: &str,
+        arg: &dyn rusqlite::ToSql,
+        limit: usize,
+    ) -> Result<Vec<GcRunSummary>> {
         let sql = format!(
             "SELECT id, started_ms, finished_ms, status, trigger, policy, planned_paths,
                     deleted_paths, freed_bytes, cost_to_restore_ms, unknown_cost_builds,
@@ -544,6 +555,8 @@ mod tests {
         assert!(ledger.unfinished_gc_runs().unwrap().is_empty());
         assert!(ledger.last_gc_run_ms("command").unwrap().is_some());
         assert_eq!(ledger.gc_runs_since(0, 10).unwrap().len(), 1);
+        assert_eq!(ledger.latest_gc_run("command").unwrap().unwrap().id, run);
+        assert!(ledger.latest_gc_run("maintenance").unwrap().is_none());
         assert!(ledger.gc_runs_since(now_ms() + 1, 10).unwrap().is_empty());
         assert_eq!(ledger.deletions_of("/s/c").unwrap()[0].state, "refused");
     }

@@ -19,8 +19,6 @@ use crate::Result;
 pub const LISTED: usize = 10;
 /// At most this many runs of a period are read (a daily job makes 30 a month).
 const READ: usize = 1_000;
-/// How many of the latest runs are searched for the policy in effect.
-const LOOKED_AT: usize = 50;
 /// The threshold the advice proposes: the one `nb store` prices and the module's
 /// documentation shows. A build that took longer is what a blind collection should not
 /// throw away when no cache has it.
@@ -107,12 +105,12 @@ pub struct RetentionAdvice {
 /// The retention policy's advice on the period, when what is in effect (nothing recorded,
 /// or a recorded policy without `--keep-costlier-than`) would let costly builds go.
 pub fn advice(ledger: &Ledger, since_ms: i64) -> Result<Option<Advice>> {
-    let runs = ledger.recent_gc_runs(LOOKED_AT)?;
     // The module's job is what stays in effect; a `nb gc` by hand was one collection.
-    let last = runs
-        .iter()
-        .find(|r| r.trigger == "maintenance")
-        .or_else(|| runs.first());
+    let last = match ledger.latest_gc_run("maintenance")? {
+        Some(run) => Some(run),
+        None => ledger.latest_gc_run("command")?,
+    };
+    let last = last.as_ref();
     let (in_effect, policy) = match last {
         None => (None, Policy::default()),
         Some(run) => {
