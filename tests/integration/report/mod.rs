@@ -59,6 +59,7 @@ fn upkeep_cells(report: &Value) -> Vec<String> {
         cells.push(ms(&b["total_ms"]));
         cells.push(ms(&b["median_ms"]));
         if b["machine"].is_string() {
+            cells.push("builder1".into());
             cells.push(ms(&b["overhead_per_build_ms"]));
             cells.push(format!("{:.2}x", b["speed_vs_local"].as_f64().unwrap()));
         }
@@ -179,6 +180,14 @@ fn builders_garbage_collections_and_advice_show_the_same_numbers_in_every_format
             .as_str()
             .unwrap()
             .contains("40 of 40 derivations measured"));
+        // The cells say the numbers: both predicted build times.
+        for field in ["in_effect", "advised"] {
+            let predicted = human_duration_ms(t[field]["makespan_ms"].as_i64().unwrap());
+            assert!(
+                tune[field].as_str().unwrap().ends_with(&predicted),
+                "{tune:#}"
+            );
+        }
     }
 
     // Text wraps long cells: words are compared, not the spaces between them.
