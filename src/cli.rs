@@ -593,6 +593,7 @@ pub fn run() -> Result<ExitCode> {
             let request = report::full::Request {
                 since_ms,
                 period: format!("last {since}"),
+                settings: nix_ledger::nix::config::settings(&layout.state_dir),
             };
             let computed = report::full::compute(&mut ledger, &request)?;
             let text = match format {

@@ -49,6 +49,27 @@ struct Row {
 }
 
 impl Ledger {
+    /// Whether this ledger's own builds finished since `since_ms` include a remote one
+    /// (successful or failed). SQLite reads whichever is smaller, the remote builds
+    /// (the partial index `builds_by_machine`: nothing on a machine without builders) or
+    /// the period's builds, and stops at the first it finds.
+    pub fn has_remote_builds_since(&self, since_ms: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM builds
+                                WHERE machine IS NOT NULL AND machine != ''
+                                  AND origin IS NULL AND finished_ms >= ?1
+                                  AND status IN (?2, ?3))",
+                params![
+                    since_ms,
+                    BuildStatus::Built.as_str(),
+                    BuildStatus::Failed.as_str()
+                ],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Per-builder statistics of this ledger's builds finished since `since_ms`: this
     /// machine first, then each remote builder by its number of builds.
     pub fn builder_stats(&self, since_ms: i64) -> Result<Vec<BuilderStats>> {
@@ -227,5 +248,31 @@ mod tests {
             (300, 30, 15)
         );
         assert_eq!(remote.overhead_per_build_ms, Some(115));
+    }
+
+    #[test]
+    fn a_period_has_remote_builds_when_one_of_its_builds_ran_on_a_builder() {
+        use crate::ledger::record::{BuildRecord, Source};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let build = |c: char, machine: Option<&str>, status, finished| {
+            let drv = format!("/nix/store/{}-x.drv", c.to_string().repeat(32));
+            let mut rec = BuildRecord::new(&drv, Source::Wrapper, status, finished);
+            rec.started_ms = Some(finished - 10);
+            rec.machine = machine.map(str::to_string);
+            rec
+        };
+        ledger
+            .record_session_builds(&[
+                build('a', None, BuildStatus::Built, 5_000),
+                build('b', Some(""), BuildStatus::Built, 5_000),
+                build('c', Some("ssh-ng://far"), BuildStatus::Failed, 2_000),
+                build('d', Some("ssh-ng://far"), BuildStatus::Substituted, 4_000),
+            ])
+            .unwrap();
+        assert!(ledger.has_remote_builds_since(0).unwrap());
+        // A remote substitution is no remote build; local ones and '' are not remote.
+        assert!(!ledger.has_remote_builds_since(3_000).unwrap());
+        assert_eq!(ledger.builder_stats(3_000).unwrap().len(), 1);
     }
 }

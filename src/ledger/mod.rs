@@ -16,7 +16,8 @@
 //! - [`fleet`]: rows pushed to and pulled from a fleet hub (`nix-ledger sync`).
 //! - [`queries`]: the typed reads every feature uses; [`builders`]: per-builder numbers.
 //! - [`retention`]: garbage-collection runs, their deletions, binary-cache answers, and
-//!   what a rebuild or download costs.
+//!   what a rebuild or download costs; [`rebuild_costs`]: what the report's retention
+//!   advice cites (costly builds no cache is known to have, rebuilds a run deleted).
 //! - [`trends`]: the reads of `trends` and `report`: series, sessions over time.
 //! - [`tune`]: what `tune` reads (measured builds, sessions) and the contention the
 //!   wrapper records.
@@ -30,6 +31,7 @@ pub mod manifests;
 pub mod model;
 pub mod queries;
 pub mod raw;
+pub mod rebuild_costs;
 pub mod record;
 pub mod retention;
 pub mod sessions;
@@ -57,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_retention.sql"),
     include_str!("migrations/0008_trends.sql"),
     include_str!("migrations/0009_tune.sql"),
+    include_str!("migrations/0010_sessions_by_start.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.

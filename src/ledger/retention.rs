@@ -96,6 +96,8 @@ pub struct GcRunSummary {
     pub policy: serde_json::Value,
     pub planned_paths: i64,
     pub deleted_paths: i64,
+    /// Whole builds deleted (a .drv with its outputs is one).
+    pub deleted_builds: i64,
     pub freed_bytes: i64,
     pub cost_to_restore_ms: i64,
     pub unknown_cost_builds: i64,
@@ -263,19 +265,37 @@ impl Ledger {
 
     /// One run.
     pub fn gc_run(&self, run: i64) -> Result<Option<GcRunSummary>> {
-        self.gc_runs_where("id = ?1", run, 1).map(|mut v| v.pop())
+        self.gc_runs_where("id = ?1", &run, 1).map(|mut v| v.pop())
     }
 
     /// The latest runs, newest first.
     pub fn recent_gc_runs(&self, limit: usize) -> Result<Vec<GcRunSummary>> {
-        self.gc_runs_where("?1 = ?1", 0, limit)
+        self.gc_runs_where("?1 = ?1", &0, limit)
     }
 
-    fn gc_runs_where(&self, cond: &str, arg: i64, limit: usize) -> Result<Vec<GcRunSummary>> {
+    /// The newest `limit` runs started at or after `since_ms`, newest first.
+    pub fn gc_runs_since(&self, since_ms: i64, limit: usize) -> Result<Vec<GcRunSummary>> {
+        self.gc_runs_where("started_ms >= ?1", &since_ms, limit)
+    }
+
+    /// The latest run started by `trigger` (`command`, `maintenance`).
+    pub fn latest_gc_run(&self, trigger: &str) -> Result<Option<GcRunSummary>> {
+        self.gc_runs_where("trigger = ?1", &trigger, 1)
+            .map(|mut v| v.pop())
+    }
+
+    fn gc_runs_where(
+        &self,
+        cond: &str,
+        arg: &dyn rusqlite::ToSql,
+        limit: usize,
+    ) -> Result<Vec<GcRunSummary>> {
         let sql = format!(
             "SELECT id, started_ms, finished_ms, status, trigger, policy, planned_paths,
                     deleted_paths, freed_bytes, cost_to_restore_ms, unknown_cost_builds,
-                    refused_paths, generations_removed, error
+                    refused_paths, generations_removed, error,
+                    (SELECT count(DISTINCT unit) FROM gc_deletions
+                     WHERE run_id = gc_runs.id AND state = 'deleted')
              FROM gc_runs WHERE {cond} ORDER BY id DESC LIMIT ?2"
         );
         self.conn
@@ -292,6 +312,7 @@ impl Ledger {
                         policy: serde_json::from_str(&policy).unwrap_or(serde_json::Value::Null),
                         planned_paths: r.get(6)?,
                         deleted_paths: r.get(7)?,
+                        deleted_builds: r.get(14)?,
                         freed_bytes: r.get(8)?,
                         cost_to_restore_ms: r.get(9)?,
                         unknown_cost_builds: r.get(10)?,
@@ -521,6 +542,10 @@ mod tests {
         let summary = ledger.gc_run(run).unwrap().unwrap();
         assert_eq!(summary.status, "finished");
         assert_eq!(summary.deleted_paths, 3);
+        assert_eq!(
+            summary.deleted_builds, 2,
+            "a and a.drv are one build, b another"
+        );
         assert_eq!(summary.freed_bytes, 300);
         assert_eq!(summary.cost_to_restore_ms, 5_000, "one build, counted once");
         assert_eq!(summary.unknown_cost_builds, 1);
@@ -529,6 +554,10 @@ mod tests {
         assert_eq!(summary.policy["max_freed"], 1);
         assert!(ledger.unfinished_gc_runs().unwrap().is_empty());
         assert!(ledger.last_gc_run_ms("command").unwrap().is_some());
+        assert_eq!(ledger.gc_runs_since(0, 10).unwrap().len(), 1);
+        assert_eq!(ledger.latest_gc_run("command").unwrap().unwrap().id, run);
+        assert!(ledger.latest_gc_run("maintenance").unwrap().is_none());
+        assert!(ledger.gc_runs_since(now_ms() + 1, 10).unwrap().is_empty());
         assert_eq!(ledger.deletions_of("/s/c").unwrap()[0].state, "refused");
     }
 

@@ -1,12 +1,17 @@
 //! `nix-ledger report`: one computation of everything the ledger can tell about a period
 //! (regressions, the slowest derivations, sessions over time, the time lost to wasted
-//! rebuilds, advice), as one serialisable [`Report`]. Text, Markdown, HTML and JSON are
-//! all renderings of that one value, so they cannot disagree.
+//! rebuilds, remote builders, garbage collections, advice), as one serialisable
+//! [`Report`]. Text, Markdown, HTML and JSON are all renderings of that one value, so
+//! they cannot disagree.
 
 use serde::Serialize;
 
+pub use super::advice::Advice;
+use super::retention::{self, GcRuns};
 use super::sessions::{self, Sessions};
+use super::BuildersReport;
 use crate::ledger::Ledger;
+use crate::nix::config::NixSettings;
 use crate::time::{now_ms, rfc3339_ms};
 use crate::trends::{self, Regression, SeriesTrend};
 use crate::why::rebuilds::{self, RebuildEntry};
@@ -26,6 +31,9 @@ pub struct Request {
     pub since_ms: i64,
     /// How the period was given (`30d`), for the title.
     pub period: String,
+    /// Nix's settings in effect (`nix show-config`), which the tuner's advice compares
+    /// with; unknown settings get no such advice.
+    pub settings: NixSettings,
 }
 
 /// The report.
@@ -47,8 +55,12 @@ pub struct Report {
     pub sessions: Sessions,
     pub rebuilds: Rebuilds,
     pub charts: Charts,
-    /// Where the tuner or the retention policy would change what is in effect. Empty
-    /// until those features fill it (each adds its own [`Advice`]).
+    /// Per builder (this machine first), when the period has remote builds; else `None`.
+    pub builders: Option<BuildersReport>,
+    /// The garbage collections nix-ledger ran in the period.
+    pub gc_runs: GcRuns,
+    /// Where the tuner or the retention policy would change what is in effect, each with
+    /// its numbers; empty when neither would.
     pub advice: Vec<Advice>,
 }
 
@@ -84,17 +96,6 @@ pub struct WastedBy {
     pub wasted_ms: i64,
     /// The cause of the latest one.
     pub detail: String,
-}
-
-/// A piece of advice: a setting, what is in effect, what would be better, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Advice {
-    /// Which feature advises: `tune`, `retention`.
-    pub source: String,
-    pub setting: String,
-    pub in_effect: String,
-    pub advised: String,
-    pub why: String,
 }
 
 /// What the HTML draws, as numbers (so JSON has them too).
@@ -135,6 +136,20 @@ pub fn compute(ledger: &mut Ledger, req: &Request) -> Result<Report> {
             req.since_ms,
         )?,
     };
+    // Only a period with remote builds reads the per-builder numbers: a look at the
+    // remote builds alone tells.
+    let builders = if ledger.has_remote_builds_since(req.since_ms)? {
+        Some(super::builders(ledger, req.since_ms)?)
+    } else {
+        None
+    };
+    let advice: Vec<Advice> = [
+        super::advice::tune(ledger, &req.settings, req.since_ms)?,
+        retention::advice(ledger, req.since_ms)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     Ok(Report {
         generated_at: rfc3339_ms(now_ms()),
         since: rfc3339_ms(req.since_ms),
@@ -156,7 +171,9 @@ pub fn compute(ledger: &mut Ledger, req: &Request) -> Result<Report> {
             costliest,
         },
         charts,
-        advice: Vec::new(),
+        builders,
+        gc_runs: retention::gc_runs(ledger, req.since_ms)?,
+        advice,
     })
 }
 

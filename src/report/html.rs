@@ -30,6 +30,8 @@ table.summary th { width: 14rem; }
 figure { margin: 0; padding: .5rem; background: var(--card); border: 1px solid var(--line);
          border-radius: 6px; color: var(--fg); }
 svg { display: block; }
+pre { background: var(--card); border: 1px solid var(--line); border-radius: 6px;
+      padding: .5rem .8rem; overflow-x: auto; }
 "#;
 
 /// Text safe inside HTML elements and attributes.
@@ -104,6 +106,9 @@ pub fn render(r: &Report) -> Result<String> {
             out.push_str("</tr>\n");
         }
         out.push_str("</table>\n");
+        if !t.code.is_empty() {
+            out.push_str(&format!("<pre>{}</pre>\n", escape(&t.code.join("\n"))));
+        }
     }
     out.push_str("</body>\n</html>\n");
     Ok(out)

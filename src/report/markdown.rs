@@ -40,6 +40,9 @@ pub fn render(r: &Report) -> String {
             let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
             out.push_str(&format!("| {} |\n", cells.join(" | ")));
         }
+        if !t.code.is_empty() {
+            out.push_str(&format!("\n```\n{}\n```\n", t.code.join("\n")));
+        }
     }
     out.push_str(&format!(
         "\n<sub>nix-ledger {} · generated {}</sub>\n",

@@ -2,15 +2,19 @@
 //! `report`, the report of everything over a period. Each report is a serialisable value
 //! (what `--json` prints) with renderings for people.
 //!
-//! - [`full`]: `report`'s one computation; [`sessions`]: its sessions over time.
+//! - [`full`]: `report`'s one computation; [`sessions`]: its sessions over time;
+//!   [`retention`]: its garbage collections and the retention policy's advice;
+//!   [`advice`]: the tuner's advice.
 //! - [`text`], [`markdown`], [`html`] (with [`charts`]): its renderings.
 //! - [`query`]: the user's SQL, streamed.
 
+pub mod advice;
 pub mod charts;
 pub mod full;
 pub mod html;
 pub mod markdown;
 pub mod query;
+pub mod retention;
 pub mod sessions;
 pub mod text;
 
@@ -167,6 +171,30 @@ pub struct BuildersReport {
     pub builders: Vec<BuilderStats>,
 }
 
+/// The cells of one builder's line: name, builds, failed, total, median, overhead per
+/// build, speed against this machine. Shared by `builders` and the report.
+pub fn builder_cells(report: &BuildersReport, b: &BuilderStats) -> [String; 7] {
+    let name = match &b.machine {
+        Some(m) => label(m).to_string(),
+        None => format!("{} (here)", report.machine),
+    };
+    let ms = |v: Option<i64>| v.map(human_duration_ms).unwrap_or_else(|| "-".into());
+    let speed = match (&b.machine, b.speed_vs_local) {
+        (None, _) => "1.00x".to_string(),
+        (Some(_), Some(s)) => format!("{s:.2}x"),
+        (Some(_), None) => "?".to_string(),
+    };
+    [
+        name,
+        b.builds.to_string(),
+        b.failed.to_string(),
+        human_duration_ms(b.total_ms),
+        ms(b.median_ms),
+        ms(b.overhead_per_build_ms),
+        speed,
+    ]
+}
+
 /// Plain-text rendering of [`builders`]: one line per builder.
 pub fn render_builders(report: &BuildersReport) -> String {
     let mut out = format!(
@@ -174,23 +202,9 @@ pub fn render_builders(report: &BuildersReport) -> String {
         "BUILDER", "BUILDS", "FAILED", "TOTAL", "MEDIAN", "OVERHEAD", "SPEED"
     );
     for b in &report.builders {
-        let name = match &b.machine {
-            Some(m) => label(m).to_string(),
-            None => format!("{} (here)", report.machine),
-        };
-        let ms = |v: Option<i64>| v.map(human_duration_ms).unwrap_or_else(|| "-".into());
-        let speed = match (&b.machine, b.speed_vs_local) {
-            (None, _) => "1.00x".to_string(),
-            (Some(_), Some(s)) => format!("{s:.2}x"),
-            (Some(_), None) => "?".to_string(),
-        };
+        let [name, builds, failed, total, median, overhead, speed] = builder_cells(report, b);
         out.push_str(&format!(
-            "{name:<24}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {speed:>7}\n",
-            b.builds,
-            b.failed,
-            human_duration_ms(b.total_ms),
-            ms(b.median_ms),
-            ms(b.overhead_per_build_ms),
+            "{name:<24}  {builds:>6}  {failed:>6}  {total:>9}  {median:>8}  {overhead:>9}  {speed:>7}\n",
         ));
     }
     if report.builders.is_empty() {

@@ -2,6 +2,7 @@
 //! and HTML beside it), so that each shows the same numbers, formatted once.
 
 use super::full::Report;
+use super::retention::GcRuns;
 use crate::size::human_bytes;
 use crate::time::human_duration_ms;
 use crate::trends::render::{human, version_change};
@@ -14,6 +15,11 @@ pub struct Table {
     pub note: Option<String>,
     pub head: Vec<&'static str>,
     pub rows: Vec<Vec<String>>,
+    /// Lines to copy as they are (configuration, commands), shown after the rows.
+    pub code: Vec<String>,
+    /// Its cells are sentences: text shows each row as a block of `head  cell` lines,
+    /// wrapped, rather than as columns wider than a terminal.
+    pub stacked: bool,
 }
 
 /// A duration in milliseconds, or `-`.
@@ -122,6 +128,8 @@ pub fn tables(r: &Report) -> Vec<Table> {
                     ]
                 })
                 .collect(),
+            code: Vec::new(),
+            stacked: false,
         },
         sessions_table(r),
         Table {
@@ -142,6 +150,8 @@ pub fn tables(r: &Report) -> Vec<Table> {
                     ]
                 })
                 .collect(),
+            code: Vec::new(),
+            stacked: false,
         },
         Table {
             title: "Time lost to wasted rebuilds",
@@ -174,8 +184,37 @@ pub fn tables(r: &Report) -> Vec<Table> {
                     ]
                 })
                 .collect(),
+            code: Vec::new(),
+            stacked: false,
         },
     ];
+    if let Some(b) = &r.builders {
+        tables.push(Table {
+            title: "Builders",
+            note: Some(
+                "Successful builds per machine; overhead = copies and connections per build; speed = this machine's median time ÷ the builder's, on names built in both places (`nb builders`).".into(),
+            ),
+            head: vec![
+                "builder",
+                "builds",
+                "failed",
+                "total",
+                "median",
+                "overhead per build",
+                "speed vs here",
+            ],
+            rows: b
+                .builders
+                .iter()
+                .map(|s| super::builder_cells(b, s).to_vec())
+                .collect(),
+            code: Vec::new(),
+            stacked: false,
+        });
+    }
+    if r.gc_runs.count > 0 {
+        tables.push(gc_table(&r.gc_runs));
+    }
     if !r.advice.is_empty() {
         tables.push(Table {
             title: "Advice",
@@ -194,9 +233,92 @@ pub fn tables(r: &Report) -> Vec<Table> {
                     ]
                 })
                 .collect(),
+            code: r
+                .advice
+                .iter()
+                .flat_map(|a| {
+                    a.lines.iter().map(|l| match l.strip_prefix("# ") {
+                        Some(comment) => format!("# {}: {comment}", a.source),
+                        None => l.clone(),
+                    })
+                })
+                .collect(),
+            stacked: true,
         });
     }
     tables
+}
+
+/// The period's garbage collections: totals in the note, the newest runs listed.
+fn gc_table(g: &GcRuns) -> Table {
+    let mut note = format!(
+        "{} by nix-ledger freed {}: {} builds ({} paths), {} to get back",
+        match g.count {
+            1 => "1 run".to_string(),
+            n => format!("{n} runs"),
+        },
+        human_bytes(g.freed_bytes),
+        g.deleted_builds,
+        g.deleted_paths,
+        human_duration_ms(g.cost_to_restore_ms)
+    );
+    if g.unknown_cost_builds > 0 {
+        note.push_str(&format!(
+            " and {} builds of unknown cost",
+            g.unknown_cost_builds
+        ));
+    }
+    match g.refused_paths {
+        0 => {}
+        1 => note.push_str("; Nix refused 1 path that had become live"),
+        n => note.push_str(&format!("; Nix refused {n} paths that had become live")),
+    }
+    note.push('.');
+    if g.count > g.runs.len() {
+        note.push_str(&format!(" The newest {} are listed.", g.runs.len()));
+    }
+    Table {
+        title: "Garbage collections",
+        note: Some(note),
+        head: vec![
+            "run",
+            "started",
+            "policy",
+            "status",
+            "builds",
+            "paths",
+            "freed",
+            "cost to get back",
+            "refused",
+        ],
+        rows: g
+            .runs
+            .iter()
+            .map(|run| {
+                let r = &run.run;
+                let mut cost = human_duration_ms(r.cost_to_restore_ms);
+                if r.unknown_cost_builds > 0 {
+                    cost.push_str(&format!(" + {} unknown", r.unknown_cost_builds));
+                }
+                vec![
+                    format!("#{}", r.id),
+                    r.started_at
+                        .get(..16)
+                        .unwrap_or(&r.started_at)
+                        .replace('T', " "),
+                    format!("{} ({})", run.command.as_deref().unwrap_or("?"), r.trigger),
+                    r.status.clone(),
+                    r.deleted_builds.to_string(),
+                    r.deleted_paths.to_string(),
+                    human_bytes(r.freed_bytes),
+                    cost,
+                    r.refused_paths.to_string(),
+                ]
+            })
+            .collect(),
+        code: Vec::new(),
+        stacked: false,
+    }
 }
 
 fn sessions_table(r: &Report) -> Table {
@@ -228,6 +350,8 @@ fn sessions_table(r: &Report) -> Table {
                 human_bytes(s.downloaded_bytes),
             ]]
         },
+        code: Vec::new(),
+        stacked: false,
     }
 }
 
@@ -258,6 +382,15 @@ pub fn render(r: &Report) -> String {
         if t.rows.is_empty() {
             continue;
         }
+        let code: String = t.code.iter().map(|l| format!("    {l}\n")).collect();
+        if t.stacked {
+            out.push_str(&stacked(&t));
+            if !code.is_empty() {
+                out.push('\n');
+                out.push_str(&code);
+            }
+            continue;
+        }
         let w = widths(&t);
         let line = |cells: &[String]| {
             let mut text = String::from("  ");
@@ -275,6 +408,91 @@ pub fn render(r: &Report) -> String {
         for row in &t.rows {
             out.push_str(&line(row));
         }
+        if !code.is_empty() {
+            out.push('\n');
+            out.push_str(&code);
+        }
     }
     out
+}
+
+/// Text lines fit for a terminal.
+const WRAP_AT: usize = 96;
+
+/// A stacked table: per row, its first cell, then `head  cell` for the others, each cell
+/// wrapped under itself.
+fn stacked(t: &Table) -> String {
+    let label = t
+        .head
+        .iter()
+        .skip(1)
+        .map(|h| h.chars().count())
+        .max()
+        .unwrap_or(0);
+    let indent = 4 + label + 2;
+    let mut out = String::new();
+    for row in &t.rows {
+        let Some((first, rest)) = row.split_first() else {
+            continue;
+        };
+        out.push_str(&format!("  {first}\n"));
+        for (head, cell) in t.head.iter().skip(1).zip(rest) {
+            let lines = wrap(cell, WRAP_AT.saturating_sub(indent).max(20));
+            for (i, line) in lines.iter().enumerate() {
+                let shown = if i == 0 { *head } else { "" };
+                out.push_str(&format!("    {shown:<label$}  {line}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// `text` in lines of at most `width` characters, broken between words (a longer word
+/// stays whole on its own line).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacked_cells_are_wrapped_under_their_head() {
+        let t = Table {
+            title: "Advice",
+            note: None,
+            head: vec!["from", "why", "in effect"],
+            rows: vec![vec![
+                "tune".into(),
+                "word ".repeat(30).trim().to_string(),
+                "x".into(),
+            ]],
+            code: Vec::new(),
+            stacked: true,
+        };
+        let text = stacked(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "  tune");
+        assert!(lines[1].starts_with("    why        word word"), "{text}");
+        assert!(lines[2].starts_with("               word"), "{text}");
+        assert!(lines.iter().all(|l| l.chars().count() <= WRAP_AT), "{text}");
+        assert_eq!(*lines.last().unwrap(), "    in effect  x");
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(wrap("abcdefghijkl mn", 5), ["abcdefghijkl", "mn"]);
+    }
 }
