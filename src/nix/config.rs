@@ -75,7 +75,8 @@ struct Cached {
 pub fn cache_key() -> String {
     // Which fields the cache holds: a cache written before a field was added would
     // otherwise answer "unknown" for it until nix.conf changes.
-    let mut parts = vec!["fields: build-users-group, post-build-hook, system, build-poll-interval".to_string()];
+    let mut parts =
+        vec!["fields: build-users-group, post-build-hook, system, build-poll-interval".to_string()];
     let stamp = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())

@@ -16,6 +16,7 @@
 pub mod critical;
 pub mod error;
 pub mod eta;
+pub mod fleet;
 pub mod grid;
 pub mod host;
 pub mod inputs;
