@@ -261,6 +261,10 @@ struct TuneArgs {
     /// Cores other work keeps busy while Nix builds (a shared machine): simulated as taken.
     #[arg(long, value_name = "CORES")]
     outside_load: Option<f64>,
+    /// Remote builders to tune for, as nix.conf's `builders` (machines separated by `;`,
+    /// or @FILE), instead of Nix's own; "" for none.
+    #[arg(long, value_name = "SPEC")]
+    builders: Option<String>,
     /// Print JSON: recommended, current, candidates and the rest of the report.
     #[arg(long)]
     json: bool,
@@ -505,6 +509,7 @@ pub fn run() -> Result<ExitCode> {
                 memory_bytes: a.memory,
                 compare: a.compare,
                 outside_load: a.outside_load,
+                builders: a.builders,
             };
             let report = nix_ledger::tune::tune(&ledger, &settings, &request)?;
             if a.json {

@@ -1,6 +1,8 @@
 //! Per builder: how many builds each remote builder (and this machine) ran, their time,
 //! what moving paths to and from it cost, and how fast it builds compared with this
-//! machine. What `nix-ledger builders` prints and what reports and tuning read.
+//! machine. What `nix-ledger builders` prints and what reports and tuning read; and
+//! for `tune` with builders, the remote builds of given names and how many builds each
+//! builder ran at once.
 //!
 //! Only this ledger's own builds count (pulled rows of other machines are theirs to
 //! judge): "relative to this machine" means the builds this machine ran itself.
@@ -38,6 +40,16 @@ pub struct BuilderStats {
     pub speed_vs_local: Option<f64>,
     /// How many names that comparison rests on.
     pub compared_names: u64,
+}
+
+/// A successful build on a remote builder, as `tune` reads it for a derivation never
+/// measured here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteDuration {
+    pub name: String,
+    pub machine: String,
+    /// Its own time on the builder.
+    pub duration_ms: i64,
 }
 
 /// One successful build, as the statistics read it.
@@ -114,6 +126,90 @@ impl Ledger {
             .map_err(|e| self.err(e))?;
         Ok(stats(rows, &failed))
     }
+}
+
+impl Ledger {
+    /// The successful remote builds of the derivations named `names`, the newest
+    /// `per_name` derivations of each: what a derivation only ever built remotely is
+    /// known by.
+    pub fn remote_durations_named(
+        &self,
+        names: &[&str],
+        per_name: usize,
+    ) -> Result<Vec<RemoteDuration>> {
+        let mut out = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.name, b.machine, b.duration_ms
+                 FROM (SELECT drv_path, name FROM derivations WHERE name = ?1
+                       ORDER BY first_seen_ms DESC LIMIT ?2) d
+                 JOIN builds b USING (drv_path)
+                 WHERE b.origin IS NULL AND b.status = ?3 AND b.duration_ms IS NOT NULL
+                   AND b.machine IS NOT NULL AND b.machine != ''
+                 ORDER BY b.finished_ms DESC, b.id DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        for name in names {
+            let rows = stmt
+                .query_map(
+                    params![name, per_name as i64, BuildStatus::Built.as_str()],
+                    |r| {
+                        Ok(RemoteDuration {
+                            name: r.get(0)?,
+                            machine: r.get(1)?,
+                            duration_ms: r.get(2)?,
+                        })
+                    },
+                )
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| self.err(e))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Per remote builder: the most of this ledger's builds it ran at once (their spans
+    /// on it overlapping), evidence of how many it takes without `tune` knowing its cores.
+    pub fn builder_peak_concurrency(&self) -> Result<BTreeMap<String, u32>> {
+        let spans: Vec<(String, i64, i64)> = self
+            .conn
+            .prepare(
+                "SELECT machine, started_ms, finished_ms FROM builds
+                 WHERE origin IS NULL AND machine IS NOT NULL AND machine != ''
+                   AND started_ms IS NOT NULL AND finished_ms IS NOT NULL",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.err(e))?;
+        Ok(peak_concurrency(spans))
+    }
+}
+
+/// Per machine, the most spans `(machine, start, end)` open at one moment; a span that
+/// ends as another starts does not overlap it.
+fn peak_concurrency(spans: Vec<(String, i64, i64)>) -> BTreeMap<String, u32> {
+    let mut events: BTreeMap<String, Vec<(i64, i32)>> = BTreeMap::new();
+    for (machine, start, end) in spans {
+        let e = events.entry(machine).or_default();
+        e.push((start, 1));
+        e.push((end.max(start), -1));
+    }
+    events
+        .into_iter()
+        .map(|(machine, mut e)| {
+            // Ends before starts at the same instant.
+            e.sort();
+            let (mut now, mut peak) = (0i32, 0i32);
+            for (_, d) in e {
+                now += d;
+                peak = peak.max(now);
+            }
+            (machine, peak.max(0) as u32)
+        })
+        .collect()
 }
 
 /// The median of `values` (sorted in place); the lower middle of an even count.
@@ -210,6 +306,68 @@ mod tests {
             duration_ms: ms,
             transfer: [up, 10, 5],
         }
+    }
+
+    #[test]
+    fn peak_concurrency_counts_overlapping_spans_per_machine() {
+        let span = |m: &str, a: i64, b: i64| (m.to_string(), a, b);
+        let peaks = peak_concurrency(vec![
+            span("ssh://a", 0, 10),
+            span("ssh://a", 5, 15),
+            span("ssh://a", 6, 7),
+            span("ssh://a", 15, 20),
+            span("ssh://b", 0, 10),
+            span("ssh://b", 10, 20),
+        ]);
+        assert_eq!(peaks.get("ssh://a"), Some(&3));
+        assert_eq!(
+            peaks.get("ssh://b"),
+            Some(&1),
+            "back to back is one at a time"
+        );
+    }
+
+    #[test]
+    fn remote_durations_and_concurrency_come_from_the_ledger() {
+        use crate::ledger::record::{BuildRecord, Source};
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let drv =
+            |c: char, name: &str| format!("/nix/store/{}-{name}.drv", c.to_string().repeat(32));
+        let rec = |c: char, name: &str, machine: Option<&str>, start: i64, ms: i64| {
+            let mut r = BuildRecord::new(
+                &drv(c, name),
+                Source::Wrapper,
+                BuildStatus::Built,
+                start + ms,
+            );
+            r.started_ms = Some(start);
+            r.machine = machine.map(str::to_string);
+            r
+        };
+        let records = [
+            rec('a', "gcc-13", Some("ssh://b"), 0, 4_000),
+            rec('b', "gcc-13", Some("ssh://b"), 1_000, 5_000),
+            rec('c', "gcc-13", None, 0, 9_000),
+            rec('d', "zlib-1", Some("ssh://c"), 0, 500),
+        ];
+        ledger.record_session_builds(&records).unwrap();
+        let mut got = ledger
+            .remote_durations_named(&["gcc-13", "nothing"], 10)
+            .unwrap();
+        got.sort_by_key(|d| d.duration_ms);
+        let ms: Vec<(&str, i64)> = got
+            .iter()
+            .map(|d| (d.machine.as_str(), d.duration_ms))
+            .collect();
+        assert_eq!(
+            ms,
+            [("ssh://b", 4_000), ("ssh://b", 5_000)],
+            "remote builds only"
+        );
+        let peaks = ledger.builder_peak_concurrency().unwrap();
+        assert_eq!(peaks.get("ssh://b"), Some(&2));
+        assert_eq!(peaks.get("ssh://c"), Some(&1));
     }
 
     #[test]

@@ -146,11 +146,21 @@ impl Ledger {
 
     /// The newest `limit` sessions that built something on this machine, newest first.
     pub fn recent_build_sessions(&self, limit: usize) -> Result<Vec<BuildSession>> {
+        self.build_sessions(LOCAL, limit)
+    }
+
+    /// The newest `limit` sessions that built something here or on a remote builder,
+    /// newest first: what `tune` with builders simulates.
+    pub fn recent_build_sessions_anywhere(&self, limit: usize) -> Result<Vec<BuildSession>> {
+        self.build_sessions("1", limit)
+    }
+
+    fn build_sessions(&self, which: &str, limit: usize) -> Result<Vec<BuildSession>> {
         let sql = format!(
             "SELECT s.id, s.started_ms, s.max_jobs, s.cores, s.host_cores, s.host_memory_bytes
              FROM sessions s
              WHERE EXISTS (SELECT 1 FROM builds b WHERE b.session_id = s.id
-                           AND b.status = ?1 AND {LOCAL})
+                           AND b.status = ?1 AND {which})
              ORDER BY s.started_ms DESC, s.id DESC LIMIT ?2"
         );
         self.conn
@@ -174,10 +184,19 @@ impl Ledger {
     /// The derivations session `id` built on this machine, each once, as (.drv, name),
     /// in the order they started.
     pub fn session_built(&self, id: i64) -> Result<Vec<(String, String)>> {
+        self.session_derivations(LOCAL, id)
+    }
+
+    /// As [`Ledger::session_built`], also those it built on remote builders.
+    pub fn session_built_anywhere(&self, id: i64) -> Result<Vec<(String, String)>> {
+        self.session_derivations("1", id)
+    }
+
+    fn session_derivations(&self, which: &str, id: i64) -> Result<Vec<(String, String)>> {
         let sql = format!(
             "SELECT b.drv_path, d.name, min(coalesce(b.started_ms, b.finished_ms)) AS at
              FROM builds b JOIN derivations d USING (drv_path)
-             WHERE b.session_id = ?1 AND b.status = ?2 AND {LOCAL}
+             WHERE b.session_id = ?1 AND b.status = ?2 AND {which}
              GROUP BY b.drv_path ORDER BY at, b.drv_path"
         );
         self.conn
@@ -302,5 +321,10 @@ mod tests {
             ]
         );
         assert!(ledger.session_built(id + 1).unwrap().is_empty());
+        // With remote builders: the build on ssh://far too.
+        let anywhere = ledger.session_built_anywhere(id).unwrap();
+        let drvs: Vec<&str> = anywhere.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(drvs, ["par-1", "par-2", "par-4"]);
+        assert_eq!(ledger.recent_build_sessions_anywhere(5).unwrap(), sessions);
     }
 }

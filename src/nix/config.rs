@@ -1,6 +1,6 @@
 //! Nix's version and the settings nix-ledger decides by (`max-jobs`, `cores`, the
 //! substituters, `keep-outputs`/`keep-derivations`, `builders`, `build-users-group`,
-//! `post-build-hook`), as Nix itself resolves
+//! `post-build-hook`, `system`, `build-poll-interval`), as Nix itself resolves
 //! them (`nix show-config`: nix.conf, `NIX_CONFIG`, `auto`). Cached in the state
 //! directory: asking costs two `nix` processes (~35 ms of CPU), and the answers change
 //! only when the `nix` binary or a nix.conf changes, which is what the cache is keyed on.
@@ -35,6 +35,12 @@ pub struct NixSettings {
     pub build_users_group: Option<String>,
     /// `post-build-hook` (empty: none): it blocks Nix's build loop up to Nix 2.34.
     pub post_build_hook: Option<String>,
+    /// `system`: the platform this Nix builds for (a builder must list it to take its
+    /// builds).
+    pub system: Option<String>,
+    /// `build-poll-interval` in seconds: how long a build waits when every builder slot
+    /// and every local slot is taken (Nix's default 5).
+    pub build_poll_interval: Option<i64>,
 }
 
 impl NixSettings {
@@ -69,7 +75,8 @@ struct Cached {
 pub fn cache_key() -> String {
     // Which fields the cache holds: a cache written before a field was added would
     // otherwise answer "unknown" for it until nix.conf changes.
-    let mut parts = vec!["fields: build-users-group, post-build-hook".to_string()];
+    let mut parts =
+        vec!["fields: build-users-group, post-build-hook, system, build-poll-interval".to_string()];
     let stamp = |p: &Path| {
         std::fs::metadata(p)
             .and_then(|m| m.modified())
@@ -160,6 +167,8 @@ fn ask_nix() -> NixSettings {
         s.builders = text("builders");
         s.build_users_group = text("build-users-group");
         s.post_build_hook = text("post-build-hook");
+        s.system = text("system");
+        s.build_poll_interval = value("build-poll-interval").and_then(|v| v.as_i64());
     }
     s
 }

@@ -8,14 +8,17 @@
 //! a simulator of Nix's build loop ([`sim`], sharing the CPU by [`share`]); an OOM-risk
 //! check over every set of builds that can run at once ([`oom`]); the sweep over
 //! `(max-jobs, cores)` ([`grid`], ranked by [`mod@sweep`]); the critical path
-//! ([`critical`]); and the report ([`report`], [`render`]). [`eta`] tracks a build in
-//! progress, and [`live`] is what the wrapper calls for it.
+//! ([`critical`]); and the report ([`report`], [`render`]). With remote builders
+//! ([`builders`]) the simulator schedules over this machine and them ([`fleet`]). [`eta`]
+//! tracks a build in progress, and [`live`] is what the wrapper calls for it.
 //!
-//! Everything below [`inputs`] is pure: no I/O, no clock.
+//! Everything below [`inputs`] and [`builders`] is pure: no I/O, no clock.
 
+pub mod builders;
 pub mod critical;
 pub mod error;
 pub mod eta;
+pub mod fleet;
 pub mod grid;
 pub mod host;
 pub mod inputs;
@@ -66,12 +69,17 @@ pub struct Request {
     /// Cores other work keeps busy while Nix builds (a shared machine): taken off the
     /// host in every simulation.
     pub outside_load: Option<f64>,
+    /// The `builders` to tune for, in nix.conf's syntax, instead of Nix's (`""`: none).
+    pub builders: Option<String>,
 }
 
 /// Runs the sweep for `req` and reports.
 pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Report> {
     let here = Host::new(None, None);
     let host = Host::new(req.host_cores, req.memory_bytes);
+    // With builders the sessions' remote builds are part of the workload.
+    let specs = builders::configured(settings, req.builders.as_deref())?;
+    let remote = !specs.is_empty();
     let snapshots = ledger.snapshots();
     let source = Layered(vec![&StoreFiles as &dyn DrvSource, &snapshots]);
     let mut loader = Loader::new(&source);
@@ -92,7 +100,12 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
             origins.push(Origin::Target { drv });
         }
         None => {
-            let sessions = ledger.recent_build_sessions(req.sessions.max(1))?;
+            let n = req.sessions.max(1);
+            let sessions = if remote {
+                ledger.recent_build_sessions_anywhere(n)?
+            } else {
+                ledger.recent_build_sessions(n)?
+            };
             if sessions.is_empty() {
                 return Err(Error::NotFound(
                     "a session that built something (build with `nb build`, or give a TARGET)"
@@ -100,7 +113,11 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
                 ));
             }
             for s in &sessions {
-                workloads.push(ledger.session_built(s.id)?);
+                workloads.push(if remote {
+                    ledger.session_built_anywhere(s.id)?
+                } else {
+                    ledger.session_built(s.id)?
+                });
                 origins.push(Origin::Session {
                     id: s.id,
                     started_ms: s.started_ms,
@@ -109,7 +126,15 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
         }
     }
     let names: Vec<&str> = workloads.iter().flat_map(|w| inputs::names(w)).collect();
-    let knowledge = inputs::knowledge(ledger, &names, inputs::TUNE, here.cores)?;
+    let mut knowledge = inputs::knowledge(ledger, &names, inputs::TUNE, here.cores)?;
+    let stats = if remote {
+        ledger.builder_stats(0)?
+    } else {
+        Vec::new()
+    };
+    if remote {
+        builders::add_remote_knowledge(ledger, &mut knowledge, &names, &stats)?;
+    }
     let prepared = workloads
         .iter()
         .map(|w| inputs::prepare(&mut loader, w, &knowledge))
@@ -146,6 +171,20 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
         .collect();
     let started = Instant::now();
     let rec = sweep::sweep(&inputs, &cfg, &baselines).map_err(|e| e.into_error())?;
+    let (machines, with_builders) = if remote {
+        let cx = builders::Context {
+            settings,
+            cfg: &cfg,
+            inputs: &inputs,
+        };
+        let (machines, mut with) = builders::recommend(ledger, &specs, &stats, &cx)?;
+        if let Some(w) = with.as_mut() {
+            w.local_only_makespan_ms = rec.best.as_ref().map(|b| b.makespan_ms.round() as u64);
+        }
+        (machines, with)
+    } else {
+        (Vec::new(), None)
+    };
     let sweep_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report::build(
         &rec,
@@ -156,6 +195,8 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
             loop_ms_per_build: cfg.loop_ms_per_build,
             hook_ms: cfg.hook_ms,
             sweep_ms,
+            builders: machines,
+            with_builders,
         },
     ))
 }

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use super::builders::{BuilderAdvice, WithBuilders};
 use super::inputs::Origin;
 use super::report::{Report, Setting, WorkloadSummary};
 use super::sweep::Level;
@@ -104,6 +105,7 @@ pub fn report(r: &Report) -> String {
         c.estimated_jobs,
         c.estimated_share * 100.0
     );
+    let remote = builders(&r.builders, r.with_builders.as_ref());
     match (&r.nix_conf, &r.nix_settings) {
         (Some(conf), Some(nixos)) => {
             out.push_str("\nnix.conf:\n");
@@ -119,6 +121,119 @@ pub fn report(r: &Report) -> String {
                 human_bytes(h.memory_budget_bytes as i64)
             );
         }
+    }
+    out.push_str(&remote);
+    out
+}
+
+/// The remote builders' part: what was measured of each, the settings to use and the
+/// lines to write.
+fn builders(machines: &[BuilderAdvice], with: Option<&WithBuilders>) -> String {
+    let mut out = String::new();
+    if machines.is_empty() {
+        return out;
+    }
+    out.push_str("\nWith the remote builders:\n");
+    let names: Vec<&str> = machines
+        .iter()
+        .map(|m| crate::nix::machines::label(&m.uri))
+        .collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    let _ = writeln!(
+        out,
+        "  {:width$}  builds  speed vs here          transfer/build  max-jobs  speed factor",
+        "machine"
+    );
+    for (m, name) in machines.iter().zip(&names) {
+        if !m.takes_builds {
+            let _ = writeln!(
+                out,
+                "  {name:width$}  {:>6}  takes none of this machine's builds (system, mandatory features or max-jobs 0): not simulated",
+                m.builds
+            );
+            continue;
+        }
+        let speed = match m.measured_speed {
+            Some(s) => format!("{s:.2}× ({} names)", m.compared_names),
+            None => "unknown (taken as 1×)".to_string(),
+        };
+        let transfer = m
+            .transfer_ms_per_build
+            .map_or("never used".to_string(), |ms| human_duration_ms(ms as i64));
+        let factor = |f: f64| {
+            if f.fract() == 0.0 {
+                format!("{f:.0}")
+            } else {
+                format!("{f}")
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {name:width$}  {:>6}  {speed:<21}  {transfer:>14}  {:>3} → {:<2}  {:>5} → {}",
+            m.builds,
+            m.current_max_jobs,
+            m.max_jobs,
+            factor(m.current_speed_factor),
+            m.speed_factor,
+        );
+    }
+    if machines.iter().any(|m| m.takes_builds && m.max_jobs == 0) {
+        out.push_str(
+            "  max-jobs 0: the builder gains nothing on these workloads: Nix sends a build to a \
+             builder before using a free slot here, and each pays its copies.\n",
+        );
+    }
+    let Some(w) = with else {
+        out.push_str("  No builder takes this machine's builds: nothing to recommend for them.\n");
+        return out;
+    };
+    let local = w.local_builds;
+    let total: u32 = local + machines.iter().map(|m| m.predicted_builds).sum::<u32>();
+    let change = |now: Option<u32>, to: u32| match now {
+        Some(n) if n != to => format!("{n} → {to}"),
+        _ => to.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  this machine: max-jobs {}, cores {} ({local} of {total} builds here{})",
+        change(w.current_max_jobs, w.max_jobs),
+        change(w.current_cores, w.cores),
+        if w.max_jobs == 0 {
+            "; a build fails when no builder can be reached"
+        } else {
+            ""
+        }
+    );
+    let now = w.current_makespan_ms.map_or(String::new(), |ms| {
+        format!(", as configured now {}", human_duration_ms(ms as i64))
+    });
+    let alone = w.local_only_makespan_ms.map_or(String::new(), |ms| {
+        format!(
+            ", without the builders {} (the recommendation above)",
+            human_duration_ms(ms as i64)
+        )
+    });
+    let _ = writeln!(
+        out,
+        "  predicted: {}{now}{alone}{}",
+        human_duration_ms(w.makespan_ms as i64),
+        if w.oom_risk { " (OOM risk here)" } else { "" }
+    );
+    for a in &w.assumptions {
+        let _ = writeln!(out, "  assumed: {a}");
+    }
+    out.push_str("nix.conf with the builders:\n");
+    for line in w.nix_conf.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out.push_str("NixOS / nix-darwin configuration with the builders:\n");
+    for line in w.nix_build_machines.lines() {
+        let _ = writeln!(out, "  {line}");
     }
     out
 }

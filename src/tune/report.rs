@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use super::builders::{BuilderAdvice, WithBuilders};
 use super::grid::Candidate;
 use super::host::Host;
 use super::inputs::{Origin, Prepared};
@@ -114,6 +115,13 @@ pub struct Report {
     pub nix_settings: Option<String>,
     /// How long the sweep took.
     pub sweep_ms: f64,
+    /// The remote builders tuned for (the `builders` setting or `--builders`), each with
+    /// what was measured and the max-jobs and speed factor to give it; empty without.
+    pub builders: Vec<BuilderAdvice>,
+    /// The setting with the builders: this machine's max-jobs and cores, the predicted
+    /// time against the current configuration's, and the lines to use. `None` without a
+    /// builder that takes this machine's builds.
+    pub with_builders: Option<WithBuilders>,
 }
 
 /// The labels of the baselines the sweep is given, in order after the `--compare` ones.
@@ -129,6 +137,8 @@ pub struct Context<'a> {
     pub loop_ms_per_build: f64,
     pub hook_ms: f64,
     pub sweep_ms: f64,
+    pub builders: Vec<BuilderAdvice>,
+    pub with_builders: Option<WithBuilders>,
 }
 
 /// The report of a sweep.
@@ -221,6 +231,8 @@ pub fn build(rec: &Recommendation, cx: Context<'_>) -> Report {
         nix_conf: lines.as_ref().map(|l| l.0.clone()),
         nix_settings: lines.map(|l| l.1),
         sweep_ms: (cx.sweep_ms * 100.0).round() / 100.0,
+        builders: cx.builders,
+        with_builders: cx.with_builders,
     }
 }
 

@@ -2,6 +2,7 @@
 //! `nix-ledger` and `nix-ledger-hook` binaries against the real Nix, each test in its own
 //! `NIX_LEDGER_HOME` with salted derivations so that Nix really builds.
 
+mod builders_tune;
 mod cli_surface;
 mod drv_corpus;
 mod faults;

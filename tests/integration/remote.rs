@@ -8,12 +8,12 @@ use serde_json::Value;
 use crate::servers::LoopbackBuilder;
 use crate::util::{hook_bin, repo, run_ok, TestEnv};
 
-fn fixture() -> std::path::PathBuf {
+pub fn fixture() -> std::path::PathBuf {
     repo().join("tests/fixtures/remote.nix")
 }
 
 /// This machine's Nix system, for the builders line.
-fn system() -> String {
+pub fn system() -> String {
     let out =
         run_ok(Command::new("nix-instantiate").args(["--eval", "-E", "builtins.currentSystem"]));
     String::from_utf8(out.stdout)
@@ -26,12 +26,23 @@ fn system() -> String {
 /// `nix-ledger build` of a fixture attribute with `builder` offered 2 jobs and the real
 /// post-build-hook, `-j JOBS` locally.
 fn build_with(env: &TestEnv, builder: &LoopbackBuilder, attr: &str, jobs: &str) -> Command {
+    build_salted(env, &env.salt, builder, attr, jobs)
+}
+
+/// As [`build_with`], with another salt than the test's.
+pub fn build_salted(
+    env: &TestEnv,
+    salt: &str,
+    builder: &LoopbackBuilder,
+    attr: &str,
+    jobs: &str,
+) -> Command {
     let mut cmd = Command::new(crate::util::ledger_bin());
     cmd.arg("build")
         .arg("-f")
         .arg(fixture())
         .arg(attr)
-        .args(["--argstr", "salt", &env.salt])
+        .args(["--argstr", "salt", salt])
         .args(["--no-link", "-j", jobs])
         .args(["--option", "substituters", ""])
         .args(["--option", "builders", &builder.builders(&system(), 2)])

@@ -3,9 +3,10 @@
 //! the rate its CPU share allows until the earliest phase end or the end of the loop's
 //! pass, whichever is first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use super::{JobState, JobTiming, SimParams};
+use crate::tune::fleet::Fleet;
 use crate::tune::model::{effective_cores, workers};
 use crate::tune::share::allocate;
 use crate::tune::workload::Workload;
@@ -29,17 +30,42 @@ struct Run {
     remaining: f64,
 }
 
+/// A build on a remote machine: it ends at a fixed time (nothing here slows it).
+#[derive(Debug, Clone, Copy)]
+struct RemoteRun {
+    job: usize,
+    machine: usize,
+    end: f64,
+}
+
 pub(super) struct Sim<'a> {
     w: &'a Workload,
     p: &'a SimParams,
+    fleet: &'a Fleet,
+    /// Whether any remote slot exists: without, the loop is the local one alone.
+    remote: bool,
     /// Each job's phases in order: serial CPU, parallel CPU, idle. Configure/build/
     /// install in nixpkgs is serial-parallel-serial; the order matters only under
     /// contention.
     ph: Vec<[Phase; 3]>,
     pub(super) t: f64,
     running: Vec<Run>,
-    /// Builders that exited but whose end the loop has not handled yet (hold a slot).
+    /// Builders that exited but whose end the loop has not handled yet (a local one
+    /// holds its slot until then).
     ended: Vec<usize>,
+    /// The remote machine each job went to.
+    machine_of: Vec<Option<usize>>,
+    remote_running: Vec<RemoteRun>,
+    /// Per machine: slots in use.
+    remote_busy: Vec<u32>,
+    /// Per machine: builds it ran.
+    pub(super) remote_builds: Vec<u32>,
+    /// Postponed goals (`waitingForAWhile`), by Nix's key, and when the poll wakes them.
+    postponed: BTreeSet<(u32, usize)>,
+    next_poll: Option<f64>,
+    /// Goals of a pass that a remote dispatch interrupted (the loop waited for the
+    /// connection), in the order the pass would have worked them.
+    carry: VecDeque<usize>,
     /// The pass in progress: its jobs and when it ends.
     pass: Option<(Vec<usize>, f64)>,
     /// Goals in `wantingToBuild`, by Nix's key.
@@ -62,7 +88,12 @@ pub(super) struct Sim<'a> {
 
 impl<'a> Sim<'a> {
     /// The simulation at time 0 of `state` (see [`super::simulate_from`]).
-    pub(super) fn new(w: &'a Workload, p: &'a SimParams, state: &[JobState]) -> Sim<'a> {
+    pub(super) fn new(
+        w: &'a Workload,
+        p: &'a SimParams,
+        fleet: &'a Fleet,
+        state: &[JobState],
+    ) -> Sim<'a> {
         let n = w.len();
         let fresh_start = state.iter().all(|s| matches!(s, JobState::Pending));
         let threads = f64::from(workers(p.cores, p.host_cores));
@@ -87,13 +118,23 @@ impl<'a> Sim<'a> {
             })
             .collect();
         let t0 = if fresh_start { p.startup_ms } else { 0.0 };
+        let machines = fleet.machines.len();
         let mut sim = Sim {
             w,
             p,
+            fleet,
+            remote: fleet.remote_slots() > 0,
             ph,
             t: t0,
             running: Vec::new(),
             ended: Vec::new(),
+            machine_of: vec![None; n],
+            remote_running: Vec::new(),
+            remote_busy: vec![0; machines],
+            remote_builds: vec![0; machines],
+            postponed: BTreeSet::new(),
+            next_poll: None,
+            carry: VecDeque::new(),
             pass: None,
             waiting: BTreeSet::new(),
             fresh: Vec::new(),
@@ -196,7 +237,11 @@ impl<'a> Sim<'a> {
     pub(super) fn run(&mut self) {
         loop {
             self.loop_turn();
-            if self.running.is_empty() && self.pass.is_none() {
+            if self.running.is_empty()
+                && self.remote_running.is_empty()
+                && self.pass.is_none()
+                && self.postponed.is_empty()
+            {
                 if self.ended.is_empty() {
                     break;
                 }
@@ -210,8 +255,17 @@ impl<'a> Sim<'a> {
         (from..3).find(|&k| self.ph[job][k].work > EPS)
     }
 
+    /// Local slots taken: running local builds and local ones not yet handled.
     fn holding(&self) -> usize {
-        self.running.len() + self.ended.len()
+        let ended_local = if self.remote {
+            self.ended
+                .iter()
+                .filter(|&&j| self.machine_of[j].is_none())
+                .count()
+        } else {
+            self.ended.len()
+        };
+        self.running.len() + ended_local
     }
 
     fn start(&mut self, job: usize) {
@@ -245,12 +299,19 @@ impl<'a> Sim<'a> {
 
     /// Starts ready goals in Nix's order while slots are free.
     fn fill(&mut self) {
+        if self.pass.is_some() {
+            return;
+        }
         let w = self.w;
         if self.startup_order {
             self.fresh.sort_by_key(|&i| (w.depth(i), w.rank(i)));
             self.startup_order = false;
         } else {
             self.fresh.sort_by_key(|&i| w.rank(i));
+        }
+        if self.remote {
+            self.fill_with_remotes();
+            return;
         }
         let slots = self.p.max_jobs as usize;
         while self.holding() < slots {
@@ -264,6 +325,73 @@ impl<'a> Sim<'a> {
                 self.start(job);
             } else {
                 self.waiting.insert((w.rank(job), job));
+            }
+        }
+    }
+
+    /// [`Sim::fill`] with remote machines: every goal is offered to build-remote first
+    /// (see [`crate::tune::fleet`]); declined, it builds here if this machine was
+    /// willing (a local slot free when the pass began), else it is postponed.
+    fn fill_with_remotes(&mut self) {
+        let w = self.w;
+        let slots = self.p.max_jobs as usize;
+        let willing = self.holding() < slots;
+        let mut order = std::mem::take(&mut self.carry);
+        while let Some((_, job)) = self.waiting.pop_first() {
+            order.push_back(job);
+        }
+        order.extend(std::mem::take(&mut self.fresh));
+        while let Some(job) = order.pop_front() {
+            if let Some(m) = self.fleet.choose(&self.remote_busy) {
+                self.start_remote(job, m);
+                let connect = self.fleet.machines[m].connect_ms;
+                if connect > EPS {
+                    // The loop waits for build-remote's connection: the rest of the pass
+                    // goes on after it.
+                    self.carry = order;
+                    self.pass = Some((Vec::new(), self.t + connect));
+                    return;
+                }
+            } else if willing {
+                if self.holding() < slots {
+                    self.start(job);
+                } else {
+                    self.waiting.insert((w.rank(job), job));
+                }
+            } else {
+                if self.postponed.is_empty() && self.next_poll.is_none() {
+                    self.next_poll = Some(self.t + self.fleet.poll_wait_ms());
+                }
+                self.postponed.insert((w.rank(job), job));
+            }
+        }
+    }
+
+    fn start_remote(&mut self, job: usize, m: usize) {
+        if let Some(t) = self.timings[job].as_mut() {
+            t.start_ms = self.t;
+        }
+        self.machine_of[job] = Some(m);
+        self.remote_busy[m] += 1;
+        self.remote_builds[m] += 1;
+        let took = self
+            .fleet
+            .remote_ms(m, &self.w.job(job).profile, self.p.host_cores);
+        self.remote_running.push(RemoteRun {
+            job,
+            machine: m,
+            end: self.t + took,
+        });
+    }
+
+    /// The poll wakes postponed goals: they are tried again with the waiting ones.
+    fn wake_postponed(&mut self) {
+        if let Some(at) = self.next_poll {
+            if self.t + EPS >= at {
+                self.next_poll = None;
+                while let Some(goal) = self.postponed.pop_first() {
+                    self.waiting.insert(goal);
+                }
             }
         }
     }
@@ -298,9 +426,17 @@ impl<'a> Sim<'a> {
                     self.release(&jobs, until);
                     self.fill();
                 }
+                // Filling may have dispatched a remote build: the loop waits again.
+                if self.pass.is_some() {
+                    continue;
+                }
             }
+            self.wake_postponed();
             if self.ended.is_empty() {
                 self.fill();
+                if self.pass.is_some() {
+                    continue;
+                }
                 return;
             }
             let jobs = std::mem::take(&mut self.ended);
@@ -353,6 +489,12 @@ impl<'a> Sim<'a> {
         if let Some((_, until)) = &self.pass {
             dt = dt.min((until - self.t).max(0.0));
         }
+        for r in &self.remote_running {
+            dt = dt.min((r.end - self.t).max(0.0));
+        }
+        if let (Some(at), false) = (self.next_poll, self.postponed.is_empty()) {
+            dt = dt.min((at - self.t).max(0.0));
+        }
         if !dt.is_finite() {
             // Nothing can progress (cannot happen with host_cores ≥ 1): stop cleanly.
             dt = 0.0;
@@ -372,6 +514,22 @@ impl<'a> Sim<'a> {
             }
         }
         self.t += dt;
+        // Remote builds that ended: their slot frees as build-remote exits; the loop
+        // handles the end as a local build's.
+        let mut i = 0;
+        while i < self.remote_running.len() {
+            let r = self.remote_running[i];
+            if r.end <= self.t + EPS {
+                self.remote_running.swap_remove(i);
+                self.remote_busy[r.machine] = self.remote_busy[r.machine].saturating_sub(1);
+                if let Some(t) = self.timings[r.job].as_mut() {
+                    t.end_ms = self.t;
+                }
+                self.ended.push(r.job);
+            } else {
+                i += 1;
+            }
+        }
         // Move finished phases on; remove finished builds, highest index first.
         for &i in finished_phase.iter().rev() {
             let run = self.running[i];

@@ -26,16 +26,25 @@
 //! * **Memory.** The sum of the peak RSS of the builds running at once (peaks taken to
 //!   coincide, which over-estimates).
 //!
-//! Not modelled: substitutions (in 2.8–2.15 they take build slots too), remote
-//! builders, `build-poll-interval` waits when build users run out, failures.
+//! * **Remote builders** ([`simulate_on`] with a [`Fleet`]): each ready build is offered
+//!   to build-remote first and goes to the machine it would choose; the loop waits while
+//!   it connects; a build neither a machine nor a local slot takes waits for
+//!   `build-poll-interval` (see [`super::fleet`]). Remote builds use no CPU or memory
+//!   here.
+//!
+//! Not modelled: substitutions (in 2.8–2.15 they take build slots too),
+//! `build-poll-interval` waits when build users run out, failures.
 
 mod engine;
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::TuneError;
+use super::fleet::Fleet;
 use super::share::CpuShare;
 use super::workload::Workload;
 
@@ -79,10 +88,11 @@ impl SimParams {
         }
     }
 
-    fn check(&self) -> Result<(), TuneError> {
-        if self.max_jobs == 0 {
+    /// Rejects a setting that cannot be simulated; `max-jobs` 0 only with `remote_slots`.
+    fn check(&self, remote_slots: u32) -> Result<(), TuneError> {
+        if self.max_jobs == 0 && remote_slots == 0 {
             return Err(TuneError::InvalidSetting(
-                "max-jobs 0 builds nothing locally".into(),
+                "max-jobs 0 with no remote builder slots builds nothing".into(),
             ));
         }
         if self.host_cores == 0 {
@@ -150,6 +160,9 @@ pub struct SimResult {
     /// The chain that ends last: from the last job done, back through the dependency
     /// that was done last, to a job with none; dependencies first.
     pub critical_chain: Vec<usize>,
+    /// Per remote machine of the fleet: the builds it ran.
+    #[serde(default)]
+    pub remote_builds: Vec<u32>,
 }
 
 /// Simulates the whole workload from scratch.
@@ -166,7 +179,22 @@ pub fn simulate_from(
     p: &SimParams,
     state: &[JobState],
 ) -> Result<SimResult, TuneError> {
-    p.check()?;
+    run(w, p, &Fleet::none(), state)
+}
+
+/// Simulates the whole workload from scratch with remote machines beside this one.
+pub fn simulate_on(w: &Workload, p: &SimParams, fleet: &Fleet) -> Result<SimResult, TuneError> {
+    run(w, p, fleet, &vec![JobState::Pending; w.len()])
+}
+
+fn run(
+    w: &Workload,
+    p: &SimParams,
+    fleet: &Fleet,
+    state: &[JobState],
+) -> Result<SimResult, TuneError> {
+    fleet.check()?;
+    p.check(fleet.remote_slots())?;
     if state.len() != w.len() {
         return Err(TuneError::InvalidSetting(format!(
             "{} job states for {} jobs",
@@ -174,7 +202,7 @@ pub fn simulate_from(
             w.len()
         )));
     }
-    let mut sim = engine::Sim::new(w, p, state);
+    let mut sim = engine::Sim::new(w, p, fleet, state);
     let t0 = sim.t;
     sim.run();
     let to_build = state
@@ -210,6 +238,7 @@ pub fn simulate_from(
         slot_wait_ms: slot_wait,
         timings,
         critical_chain,
+        remote_builds: std::mem::take(&mut sim.remote_builds),
     })
 }
 
