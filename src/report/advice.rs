@@ -80,8 +80,11 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, since_ms: i64) -> Result<Op
     if !in_period {
         return Ok(None);
     }
+    // The advice is `nb tune`'s recommendation for this machine alone; the search over
+    // remote builders is left to `nb tune`, as the report must stay quick.
     let request = crate::tune::Request {
         sessions: TUNE_SESSIONS,
+        builders: Some(String::new()),
         ..crate::tune::Request::default()
     };
     match crate::tune::tune(ledger, settings, &request) {
@@ -248,6 +251,8 @@ mod tests {
             loop_ms_per_build: 10.0,
             hook_ms: 0.0,
             sweep_ms: 1.0,
+            builders: Vec::new(),
+            with_builders: None,
         }
     }
 
