@@ -58,6 +58,7 @@ pub fn charts(report: &Report) -> Result<Vec<Chart>> {
         &|y| format!("{y:.0}"),
         PALETTE[2],
         &[],
+        1.0,
     )?);
     let sessions = &report.sessions.latest;
     let eval: Vec<(f64, f64)> = sessions
@@ -78,6 +79,7 @@ pub fn charts(report: &Report) -> Result<Vec<Chart>> {
         &tick,
         PALETTE[0],
         &[],
+        1.0,
     )?);
     Ok(charts)
 }
@@ -119,8 +121,17 @@ fn duration_chart(series: &DurationSeries, color: RGBColor) -> Result<Chart> {
         format!("{} ({unit})", series.name)
     };
     let color = if series.regressed { ALARM } else { color };
+    // An hour at least, so that one build's chart has distinct times on its axis.
     line_chart(
-        &title, SMALL, &points, None, &x_label, &tick, color, &markers,
+        &title,
+        SMALL,
+        &points,
+        None,
+        &x_label,
+        &tick,
+        color,
+        &markers,
+        3_600_000.0,
     )
 }
 
@@ -144,6 +155,7 @@ fn line_chart(
     y_label: &dyn Fn(&f64) -> String,
     color: RGBColor,
     markers: &[(f64, String)],
+    min_span: f64,
 ) -> Result<Chart> {
     let fail = |e: &dyn std::fmt::Display| Error::Chart {
         chart: title.to_string(),
@@ -157,8 +169,10 @@ fn line_chart(
         });
         let (x0, x1) = if points.is_empty() {
             (0.0, 1.0)
-        } else if x1 <= x0 {
-            (x0 - 1.0, x1 + 1.0)
+        } else if x1 - x0 < min_span {
+            // One point (or all at once): an axis of ±1 ms would label every tick alike.
+            let mid = (x0 + x1) / 2.0;
+            (mid - min_span / 2.0, mid + min_span / 2.0)
         } else {
             let pad = (x1 - x0) * 0.03;
             (x0 - pad, x1 + pad)
@@ -173,6 +187,8 @@ fn line_chart(
         });
         let mut chart = ChartBuilder::on(&root)
             .margin(6)
+            // Room for the last x label, centred on the axis's end.
+            .margin_right(22)
             .x_label_area_size(24)
             .y_label_area_size(40)
             .build_cartesian_2d(x0..x1, 0f64..top)
