@@ -30,3 +30,13 @@ drv=$(nix-instantiate examples/graph.nix --argstr salt "$salt" --arg n 6 2>/dev/
 target/release/nix-ledger show "$drv"
 echo "== nix-ledger query"
 target/release/nix-ledger query "SELECT count(*) AS builds, sum(duration_ms) AS total_ms FROM builds"
+
+echo "== nix-ledger build (nb build: the same graph, new salt, through the wrapper)"
+target/release/nix-ledger build -f examples/graph.nix --argstr salt "$salt-again" --no-link -j 2 \
+    --option substituters '' --option post-build-hook "$hook"
+echo "== nix-ledger tune (max-jobs and cores for this machine, from that build)"
+target/release/nix-ledger tune
+echo "== nix-ledger report"
+target/release/nix-ledger report
+echo "== nix-ledger store (what a GC would free, and what it would cost to rebuild)"
+target/release/nix-ledger store

@@ -41,7 +41,11 @@ pub fn store(r: &StoreReport) -> String {
         .iter()
         .map(|(k, n)| format!("{n} {k}"))
         .collect();
-    let _ = writeln!(out, "roots: {} ({})", r.roots, kinds.join(", "));
+    if kinds.is_empty() {
+        let _ = writeln!(out, "roots: {}", r.roots);
+    } else {
+        let _ = writeln!(out, "roots: {} ({})", r.roots, kinds.join(", "));
+    }
     let _ = writeln!(
         out,
         "live:  {:>7} paths  {:>10}",
