@@ -171,6 +171,9 @@ enum Command {
         /// Exit with status 5 when a regression is found (for CI).
         #[arg(long)]
         fail_on_regression: bool,
+        /// Another fleet machine's builds, as pulled by `nb sync` (default: this machine's).
+        #[arg(long, value_name = "NAME", conflicts_with = "session")]
+        machine: Option<String>,
         /// List every series (default: the 25 that took the most build time).
         #[arg(long)]
         all: bool,
@@ -489,6 +492,7 @@ pub fn run() -> Result<ExitCode> {
             since,
             session,
             fail_on_regression,
+            machine,
             all,
             json,
         } => {
@@ -499,6 +503,7 @@ pub fn run() -> Result<ExitCode> {
                 names,
                 since_ms,
                 session,
+                machine,
             };
             let found = trends::compute(&ledger, &request)?;
             if json {

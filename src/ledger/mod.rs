@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_trends.sql"),
     include_str!("migrations/0009_tune.sql"),
     include_str!("migrations/0010_sessions_by_start.sql"),
+    include_str!("migrations/0011_fleet_series.sql"),
 ];
 
 /// How long a statement waits for another process's write lock before failing.

@@ -115,7 +115,50 @@ const SERIES_SCAN: &str = "SELECT series_id, id, finished_ms, duration_ms, peak_
     FROM builds INDEXED BY builds_by_series
     WHERE status = 'built' AND coalesce(machine, '') = '' AND origin IS NULL";
 
+/// [`SERIES_SCAN`] for the builds another fleet machine made (`?9`: its name).
+const FLEET_SERIES_SCAN: &str = "SELECT series_id, id, finished_ms, duration_ms,
+        peak_rss_bytes, output_nar_bytes, version
+    FROM builds INDEXED BY builds_by_fleet_series
+    WHERE status = 'built' AND coalesce(machine, '') = '' AND origin IS NOT NULL
+      AND origin_machine = ?9";
+
+/// Whose builds a series holds: each machine's times are its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesScope<'a> {
+    /// This machine's own local builds.
+    Here,
+    /// The local builds of the fleet machine of this name, pulled by `sync`.
+    Fleet(&'a str),
+}
+
 impl Ledger {
+    /// Whether the fleet machine `name` has builds of its own here (pulled by `sync`).
+    pub fn fleet_machine_has_builds(&self, name: &str) -> Result<bool> {
+        let sql = format!("SELECT EXISTS ({FLEET_SERIES_SCAN})");
+        self.conn
+            .prepare_cached(&sql)
+            .and_then(|mut stmt| {
+                stmt.raw_bind_parameter(9, name)?;
+                let mut rows = stmt.raw_query();
+                Ok(match rows.next()? {
+                    Some(r) => r.get(0)?,
+                    None => false,
+                })
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// The fleet machines whose sessions were pulled here, by name.
+    pub fn fleet_machines(&self) -> Result<Vec<String>> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT origin_machine FROM sessions
+                 WHERE origin IS NOT NULL AND origin_machine IS NOT NULL ORDER BY 1",
+            )
+            .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
+    }
+
     /// Every series key, by id.
     pub fn series_keys(&self) -> Result<HashMap<i64, String>> {
         self.conn
@@ -142,6 +185,16 @@ impl Ledger {
     pub fn scan_series(
         &self,
         only: Option<&[i64]>,
+        each: impl FnMut(&SeriesRows) -> Result<()>,
+    ) -> Result<()> {
+        self.scan_series_of(SeriesScope::Here, only, each)
+    }
+
+    /// [`Ledger::scan_series`] over the builds of `scope`.
+    pub fn scan_series_of(
+        &self,
+        scope: SeriesScope<'_>,
+        only: Option<&[i64]>,
         mut each: impl FnMut(&SeriesRows) -> Result<()>,
     ) -> Result<()> {
         let mut rows = SeriesRows::default();
@@ -153,16 +206,23 @@ impl Ledger {
             }
         };
         let mut read = |series: Option<i64>| -> Result<()> {
+            let scan = match scope {
+                SeriesScope::Here => SERIES_SCAN,
+                SeriesScope::Fleet(_) => FLEET_SERIES_SCAN,
+            };
             let sql = match series {
-                Some(_) => format!("{SERIES_SCAN} AND series_id = ?1 ORDER BY finished_ms, id"),
-                None => format!("{SERIES_SCAN} ORDER BY series_id, finished_ms, id"),
+                Some(_) => format!("{scan} AND series_id = ?1 ORDER BY finished_ms, id"),
+                None => format!("{scan} ORDER BY series_id, finished_ms, id"),
             };
             let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let mut cursor = match series {
-                Some(id) => stmt.query([id]),
-                None => stmt.query([]),
+            if let SeriesScope::Fleet(machine) = scope {
+                stmt.raw_bind_parameter(9, machine)
+                    .map_err(|e| self.err(e))?;
             }
-            .map_err(|e| self.err(e))?;
+            if let Some(id) = series {
+                stmt.raw_bind_parameter(1, id).map_err(|e| self.err(e))?;
+            }
+            let mut cursor = stmt.raw_query();
             rows.clear(series.unwrap_or(i64::MIN));
             while let Some(r) = cursor.next().map_err(|e| self.err(e))? {
                 let series_id: Option<i64> = r.get(0).map_err(|e| self.err(e))?;

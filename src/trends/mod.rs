@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::ledger::trends::{Point, SeriesRows};
+use crate::ledger::trends::{Point, SeriesRows, SeriesScope};
 use crate::ledger::Ledger;
 use crate::nix::name::series_of;
 use crate::time::rfc3339_ms;
@@ -34,6 +34,8 @@ pub struct Request {
     pub since_ms: i64,
     /// Only the series built in this session (CI: the run's own `nb build`).
     pub session: Option<i64>,
+    /// Another fleet machine's builds (pulled by `sync`) instead of this machine's.
+    pub machine: Option<String>,
 }
 
 /// The answer of `trends`.
@@ -42,6 +44,8 @@ pub struct Trends {
     /// The start of the period (RFC 3339), `None` for all history.
     pub since: Option<String>,
     pub session: Option<i64>,
+    /// The fleet machine whose builds these are; `None`: this machine's.
+    pub machine: Option<String>,
     pub params: ParamsByMetric,
     /// Series with a build in the period.
     pub series_count: usize,
@@ -132,6 +136,24 @@ const MACHINE_MIN: usize = 3;
 
 /// Computes the trends of `req`.
 pub fn compute(ledger: &Ledger, req: &Request) -> Result<Trends> {
+    let here = crate::machine::this_machine();
+    let scope = match req.machine.as_deref() {
+        Some(m) if m != here => SeriesScope::Fleet(m),
+        _ => SeriesScope::Here,
+    };
+    if let SeriesScope::Fleet(m) = scope {
+        if !ledger.fleet_machine_has_builds(m)? {
+            let known = ledger.fleet_machines()?;
+            return Err(Error::NotFound(format!(
+                "fleet machine `{m}` (this is `{here}`; pulled by `nb sync`: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
     let keys = ledger.series_keys()?;
     let mut only: Option<Vec<i64>> = None;
     if !req.names.is_empty() {
@@ -159,7 +181,7 @@ pub fn compute(ledger: &Ledger, req: &Request) -> Result<Trends> {
     let mut series = Vec::new();
     let mut regressions = Vec::new();
     let mut tested = 0;
-    ledger.scan_series(only.as_deref(), |rows| {
+    ledger.scan_series_of(scope, only.as_deref(), |rows| {
         let key = keys.get(&rows.series_id).map_or("?", String::as_str);
         if let Some(found) = series_trend(rows, key, req.since_ms, named) {
             tested += found.tested;
@@ -196,6 +218,10 @@ pub fn compute(ledger: &Ledger, req: &Request) -> Result<Trends> {
     Ok(Trends {
         since: (req.since_ms > 0).then(|| rfc3339_ms(req.since_ms)),
         session: req.session,
+        machine: match scope {
+            SeriesScope::Fleet(m) => Some(m.to_string()),
+            SeriesScope::Here => None,
+        },
         params: ParamsByMetric {
             duration: Params::for_metric(Metric::Duration),
             peak_rss: Params::for_metric(Metric::PeakRss),

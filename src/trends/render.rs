@@ -117,6 +117,11 @@ pub fn verdict(s: &SeriesTrend) -> String {
 /// The text of `trends`; `all` lists every series, else the first [`SHOWN_SERIES`].
 pub fn render(t: &Trends, all: bool) -> String {
     let mut out = String::new();
+    if let Some(m) = &t.machine {
+        out.push_str(&format!(
+            "builds of fleet machine {m} (pulled by nb sync)\n"
+        ));
+    }
     if t.series.is_empty() {
         out.push_str("no successful local builds recorded in this period\n");
         return out;

@@ -28,7 +28,7 @@ fn sync_cmd(env: &TestEnv, machine: &str, url: &str, password: &str, args: &[&st
 }
 
 /// A sync that must succeed; its JSON report.
-fn sync_ok(env: &TestEnv, machine: &str, pg: &TestPostgres) -> Value {
+pub fn sync_ok(env: &TestEnv, machine: &str, pg: &TestPostgres) -> Value {
     let out = run_ok(&mut sync_cmd(
         env,
         machine,

@@ -9,7 +9,9 @@ use nix_ledger::nix::name::parse_drv_name;
 use nix_ledger::trends;
 use serde_json::Value;
 
+use crate::servers::TestPostgres;
 use crate::sim::{record_series, series, Rng};
+use crate::sync::sync_ok;
 use crate::util::{repo, run_ok, TestEnv};
 
 #[test]
@@ -111,6 +113,67 @@ fn synthetic_series_recorded_through_the_ledger_are_flagged_when_slower_and_rare
         assert_eq!(r.metric, trends::detect::Metric::Duration);
         assert!(r.ratio.unwrap() >= 1.15 && r.p_value <= 0.005, "{r:?}");
     }
+}
+
+#[test]
+fn a_fleet_machines_regression_is_found_in_the_builds_pulled_from_it() {
+    // A CI runner builds as above (8 rounds, then 5 with `victim` twice as slow) and
+    // syncs to a hub; a laptop that built nothing pulls them and finds the runner's
+    // regression in the runner's builds, never mixing them with its own.
+    let runner = TestEnv::new("trends-fleet-runner");
+    for round in 0..13 {
+        build_round(&runner, round, round >= 8);
+    }
+    let pg = TestPostgres::start();
+    sync_ok(&runner, "ci-runner", &pg);
+    let laptop = TestEnv::new("trends-fleet-laptop");
+    sync_ok(&laptop, "laptop", &pg);
+    assert_eq!(
+        laptop.query("SELECT count(*) AS n FROM builds WHERE origin_machine = 'ci-runner'")[0]["n"],
+        13 * 6
+    );
+
+    let found = laptop.ledger_json(&["trends", "--machine", "ci-runner"]);
+    assert_eq!(found["machine"], "ci-runner", "{found:#}");
+    let flagged: Vec<(&str, &str)> = found["regressions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["metric"].as_str().unwrap()))
+        .collect();
+    assert_eq!(flagged, [("victim", "duration")], "{found:#}");
+    assert_eq!(found["series_count"], 6, "{found:#}");
+    for s in found["series"].as_array().unwrap() {
+        assert_eq!(s["builds"], 13, "{s}");
+    }
+    // The same as the runner finds in its own ledger.
+    let own = runner.ledger_json(&["trends"]);
+    assert_eq!(
+        found["regressions"][0]["ratio"],
+        own["regressions"][0]["ratio"]
+    );
+    let text = laptop.ledger_ok(&["trends", "--machine", "ci-runner"]);
+    assert!(
+        text.starts_with("builds of fleet machine ci-runner"),
+        "{text}"
+    );
+    assert!(text.contains("victim  duration"), "{text}");
+    let out = laptop.ledger(&["trends", "--machine", "ci-runner", "--fail-on-regression"]);
+    assert_eq!(out.status.code(), Some(5));
+
+    // The laptop's own trends hold none of the runner's builds.
+    let mine = laptop.ledger_json(&["trends"]);
+    assert_eq!(mine["series_count"], 0, "{mine:#}");
+    assert!(mine["machine"].is_null());
+    // A machine nothing was pulled from: a one-line error naming it and those known.
+    let out = laptop.ledger(&["trends", "--machine", "ci-runer"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("`ci-runer`") && stderr.contains("ci-runner"),
+        "{stderr}"
+    );
 }
 
 /// `nb build` of the trends fixture's derivations, one round.
