@@ -38,6 +38,10 @@ struct RemoteRun {
     end: f64,
 }
 
+/// Turns in a row without the clock or the count of handled builds moving, beyond one
+/// per job, after which a simulation is taken to be stuck.
+const STALLED_TURNS: usize = 10_000;
+
 pub(super) struct Sim<'a> {
     w: &'a Workload,
     p: &'a SimParams,
@@ -234,8 +238,13 @@ impl<'a> Sim<'a> {
     }
 
     /// Runs to the end: every job done.
-    pub(super) fn run(&mut self) {
+    /// Runs to the end. Returns false when the clock stood still for
+    /// [`STALLED_TURNS`] turns in a row: a fault of the model, reported rather than
+    /// looped on.
+    pub(super) fn run(&mut self) -> bool {
+        let mut still = 0usize;
         loop {
+            let before = (self.t, self.released);
             self.loop_turn();
             if self.running.is_empty()
                 && self.remote_running.is_empty()
@@ -243,11 +252,19 @@ impl<'a> Sim<'a> {
                 && self.postponed.is_empty()
             {
                 if self.ended.is_empty() {
-                    break;
+                    return true;
                 }
                 continue;
             }
             self.step();
+            if (self.t, self.released) == before {
+                still += 1;
+                if still > STALLED_TURNS + 4 * self.w.len() {
+                    return false;
+                }
+            } else {
+                still = 0;
+            }
         }
     }
 
@@ -492,8 +509,13 @@ impl<'a> Sim<'a> {
         for r in &self.remote_running {
             dt = dt.min((r.end - self.t).max(0.0));
         }
+        // A poll due during a pass wakes its goals at the first turn after the pass
+        // (`loop_turn` returns early until then): counting it here as still ahead would
+        // stop the clock at it.
         if let (Some(at), false) = (self.next_poll, self.postponed.is_empty()) {
-            dt = dt.min((at - self.t).max(0.0));
+            if at > self.t + EPS {
+                dt = dt.min(at - self.t);
+            }
         }
         if !dt.is_finite() {
             // Nothing can progress (cannot happen with host_cores ≥ 1): stop cleanly.

@@ -204,7 +204,12 @@ fn run(
     }
     let mut sim = engine::Sim::new(w, p, fleet, state);
     let t0 = sim.t;
-    sim.run();
+    if !sim.run() {
+        return Err(TuneError::InvalidSetting(format!(
+            "the simulation stopped advancing at {:.0} ms (a fault of the model)",
+            sim.t
+        )));
+    }
     let to_build = state
         .iter()
         .filter(|s| !matches!(s, JobState::Done))

@@ -169,3 +169,35 @@ fn dependents_of_a_remote_build_wait_for_its_end_and_hook() {
     assert!(close(r.makespan_ms, 2500.0), "{}", r.makespan_ms);
     assert_eq!(r.remote_builds, vec![2]);
 }
+
+/// A poll due while the loop handles a build's end: the postponed build starts after
+/// that pass (found by review: the clock stopped at the poll and the simulation never
+/// ended).
+#[test]
+fn a_poll_due_during_a_pass_wakes_its_builds_after_the_pass() {
+    // `a` (remote) ends at 4995; in its pass `c` goes to the builder and `d` is
+    // postponed (the local slot is `b`'s) until the poll at 10,005, which falls in the
+    // pass [10,000, 10,010] of `b`'s end.
+    let w = Workload::new(vec![
+        JobSpec::new("a", vec![], sleep(4995.0)),
+        JobSpec::new("b", vec![], sleep(10000.0)),
+        JobSpec::new("c", vec![], sleep(100000.0)),
+        JobSpec::new("d", vec![], sleep(100.0)),
+    ])
+    .unwrap();
+    let mut p = SimParams::new(1, 1, 1);
+    p.loop_ms_per_build = 10.0;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(simulate_on(&w, &p, &fleet(vec![machine(1, 1.0)])));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the simulation ends")
+        .unwrap();
+    let d = r.timings[3].unwrap();
+    assert!(d.start_ms >= 10_010.0 - 1e-6, "{d:?}");
+    assert!(d.start_ms < 10_100.0, "{d:?}");
+    assert_eq!(r.remote_builds, vec![2]);
+    assert!(close(r.makespan_ms, 105_015.0), "{}", r.makespan_ms);
+}
