@@ -248,12 +248,16 @@ impl MachineSpec {
         if let Some(u) = user {
             attrs.push(format!("sshUser = {};", q(u)));
         }
-        let systems = if self.systems.is_empty() {
-            vec![this_system.to_string()]
-        } else {
-            self.systems.clone()
+        // Unknown both ways: left out (an empty name would shift the machines file's
+        // columns), for NixOS to write its placeholder.
+        let systems = match (self.systems.is_empty(), this_system.is_empty()) {
+            (false, _) => self.systems.clone(),
+            (true, false) => vec![this_system.to_string()],
+            (true, true) => Vec::new(),
         };
-        attrs.push(format!("systems = [ {} ];", list(&systems)));
+        if !systems.is_empty() {
+            attrs.push(format!("systems = [ {} ];", list(&systems)));
+        }
         if let Some(k) = &self.ssh_key {
             attrs.push(format!("sshKey = {};", q(k)));
         }
@@ -458,6 +462,12 @@ mod tests {
         assert_eq!(
             plain.nixos_build_machine("aarch64-linux"),
             "{ hostName = \"b\"; protocol = \"ssh\"; systems = [ \"aarch64-linux\" ]; maxJobs = 2; speedFactor = 1; }"
+        );
+        // Neither the machine's systems nor this one's known: no `systems` at all, never
+        // an empty name that would shift the machines file's columns.
+        assert_eq!(
+            plain.nixos_build_machine(""),
+            "{ hostName = \"b\"; protocol = \"ssh\"; maxJobs = 2; speedFactor = 1; }"
         );
         let local = &parse_builders("local?root=/x$y").unwrap()[0];
         assert!(local

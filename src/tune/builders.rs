@@ -72,6 +72,8 @@ pub fn add_remote_knowledge(
     let speed: HashMap<&str, f64> = stats
         .iter()
         .filter_map(|s| Some((s.machine.as_deref()?, s.speed_vs_local?)))
+        // A speed of 0 (rounded from a local median of 0 ms) would make builds free.
+        .filter(|(_, speed)| *speed > 0.0)
         .collect();
     for d in ledger.remote_durations_named(&unmeasured, REMOTE_PER_NAME)? {
         let s = speed.get(d.machine.as_str()).copied().unwrap_or(1.0);
@@ -160,10 +162,14 @@ pub fn recommend(
 ) -> Result<(Vec<BuilderAdvice>, Option<WithBuilders>)> {
     let peaks = ledger.builder_peak_concurrency()?;
     let this_system = cx.settings.system.as_deref().unwrap_or("");
+    // This machine's system unknown (`nix show-config` failed): every builder is taken
+    // to build for it, and said so.
     let takes = |s: &MachineSpec| {
         s.max_jobs > 0
             && s.mandatory_features.is_empty()
-            && (s.systems.is_empty() || s.systems.iter().any(|x| x == this_system))
+            && (s.systems.is_empty()
+                || this_system.is_empty()
+                || s.systems.iter().any(|x| x == this_system))
     };
     // Copies per build of the machines never used: the others' mean, else nothing.
     let per_build = |s: &BuilderStats| {
@@ -191,6 +197,11 @@ pub fn recommend(
         "a builder's cores and memory are unknown: builds on it are taken not to slow each other up to the slots considered (its max-jobs now, or the most it ran at once)".to_string(),
         "derivations' requiredSystemFeatures and preferLocalBuild are not read: every build goes to any machine listing this system".to_string(),
     ];
+    if this_system.is_empty() {
+        assumptions.push(
+            "this machine's system is unknown (nix show-config failed): every builder is taken to build for it".to_string(),
+        );
+    }
     for spec in specs {
         let st = stats_of(spec, stats);
         let measured_speed = st.and_then(|s| s.speed_vs_local);
@@ -219,7 +230,9 @@ pub fn recommend(
         advice.push(BuilderAdvice {
             uri: spec.uri.clone(),
             max_jobs: spec.max_jobs,
-            speed_factor: 1,
+            // Replaced by the recommended one for machines that take builds; the others'
+            // lines keep the user's.
+            speed_factor: spec.speed_factor.round().clamp(1.0, f64::from(u32::MAX)) as u32,
             measured_speed,
             assumed_speed,
             compared_names: st.map_or(0, |s| s.compared_names),
