@@ -56,6 +56,13 @@ impl Ledger {
                  FROM builds b JOIN derivations d USING (drv_path)
                  WHERE b.finished_ms >= ?1 AND b.status = ?2 AND b.duration_ms >= ?3
                    AND b.origin IS NULL AND (b.machine IS NULL OR b.machine = '')
+                   -- The latest build of its .drv: an earlier slow one does not count
+                   -- when the last took less (builds_by_drv).
+                   AND NOT EXISTS (SELECT 1 FROM builds l
+                                   WHERE l.drv_path = b.drv_path AND l.status = ?2
+                                     AND l.origin IS NULL AND (l.machine IS NULL OR l.machine = '')
+                                     AND (l.finished_ms > b.finished_ms
+                                          OR (l.finished_ms = b.finished_ms AND l.id > b.id)))
                  ORDER BY b.finished_ms DESC, b.id DESC",
             )
             .and_then(|mut stmt| {
@@ -230,5 +237,24 @@ mod tests {
             }
         );
         assert_eq!(ledger.gc_run(run).unwrap().unwrap().deleted_builds, 4);
+    }
+
+    #[test]
+    fn a_derivation_counts_at_its_latest_build_even_when_an_earlier_one_was_costly() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let drv = format!("/nix/store/{}-big-1.drv", "a".repeat(32));
+        let build = |ledger: &mut Ledger, finished: i64, ms: i64| {
+            let mut rec = BuildRecord::new(&drv, Source::Wrapper, BuildStatus::Built, finished);
+            rec.started_ms = Some(finished - ms);
+            ledger.record_session_builds(&[rec]).unwrap();
+        };
+        build(&mut ledger, 10_000_000, 900_000);
+        build(&mut ledger, 20_000_000, 60_000);
+        let costly = ledger.costly_local_builds(0, 600_000).unwrap();
+        assert_eq!((costly.builds, costly.total_ms), (0, 0), "{costly:?}");
+        build(&mut ledger, 30_000_000, 700_000);
+        let costly = ledger.costly_local_builds(0, 600_000).unwrap();
+        assert_eq!((costly.builds, costly.total_ms), (1, 700_000), "{costly:?}");
     }
 }
