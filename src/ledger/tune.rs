@@ -46,8 +46,12 @@ pub struct BuildSession {
     pub host_memory_bytes: Option<i64>,
 }
 
-/// Builds on this machine: `machine` is NULL or empty for them.
-const LOCAL: &str = "(b.machine IS NULL OR b.machine = '')";
+/// This ledger's own builds: not pulled from a fleet machine (another machine's times
+/// and sessions would tune this one on other hardware).
+const OWN: &str = "b.origin IS NULL";
+
+/// This ledger's own builds on this machine: `machine` is NULL or empty for them.
+const LOCAL: &str = "(b.machine IS NULL OR b.machine = '') AND b.origin IS NULL";
 
 const BUILT: &str = BuildStatus::Built.as_str();
 
@@ -152,7 +156,7 @@ impl Ledger {
     /// The newest `limit` sessions that built something here or on a remote builder,
     /// newest first: what `tune` with builders simulates.
     pub fn recent_build_sessions_anywhere(&self, limit: usize) -> Result<Vec<BuildSession>> {
-        self.build_sessions("1", limit)
+        self.build_sessions(OWN, limit)
     }
 
     fn build_sessions(&self, which: &str, limit: usize) -> Result<Vec<BuildSession>> {
@@ -189,7 +193,7 @@ impl Ledger {
 
     /// As [`Ledger::session_built`], also those it built on remote builders.
     pub fn session_built_anywhere(&self, id: i64) -> Result<Vec<(String, String)>> {
-        self.session_derivations("1", id)
+        self.session_derivations(OWN, id)
     }
 
     fn session_derivations(&self, which: &str, id: i64) -> Result<Vec<(String, String)>> {

@@ -116,7 +116,7 @@ fn synthetic_series_recorded_through_the_ledger_are_flagged_when_slower_and_rare
 }
 
 #[test]
-fn a_fleet_machines_regression_is_found_in_the_builds_pulled_from_it() {
+fn a_fleet_machines_regression_is_found_in_the_builds_pulled_from_it_and_only_there() {
     // A CI runner builds as above (8 rounds, then 5 with `victim` twice as slow) and
     // syncs to a hub; a laptop that built nothing pulls them and finds the runner's
     // regression in the runner's builds, never mixing them with its own.
@@ -161,10 +161,18 @@ fn a_fleet_machines_regression_is_found_in_the_builds_pulled_from_it() {
     let out = laptop.ledger(&["trends", "--machine", "ci-runner", "--fail-on-regression"]);
     assert_eq!(out.status.code(), Some(5));
 
-    // The laptop's own trends hold none of the runner's builds.
+    // The laptop's own trends hold none of the runner's builds, and tune does not take
+    // the runner's sessions for this machine's workload.
     let mine = laptop.ledger_json(&["trends"]);
     assert_eq!(mine["series_count"], 0, "{mine:#}");
     assert!(mine["machine"].is_null());
+    let out = laptop.ledger(&["tune", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // A machine nothing was pulled from: a one-line error naming it and those known.
     let out = laptop.ledger(&["trends", "--machine", "ci-runer"]);
     assert_eq!(out.status.code(), Some(3));
