@@ -15,7 +15,7 @@ use crate::ledger::Ledger;
 use crate::time::human_duration_ms;
 use crate::Result;
 
-/// Runs listed one by one (the newest); the totals count every run of the period.
+/// Runs listed one by one (the newest); the totals count every run read.
 pub const LISTED: usize = 10;
 /// At most this many runs of a period are read (a daily job makes 30 a month).
 const READ: usize = 1_000;
