@@ -42,6 +42,10 @@ pub struct TuneArgs {
     /// or @FILE), instead of Nix's own; "" for none.
     #[arg(long, value_name = "SPEC")]
     builders: Option<String>,
+    /// Tune another fleet machine on its sessions and builds, as `nb sync` pulled them
+    /// (its cores, memory and setting as its last session recorded them).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["target", "builders"])]
+    machine: Option<String>,
     /// Print JSON: recommended, current, candidates and the rest of the report.
     #[arg(long)]
     json: bool,
@@ -81,6 +85,7 @@ pub fn tune(layout: &Layout, a: TuneArgs) -> Result<()> {
         compare: a.compare,
         outside_load: a.outside_load,
         builders: a.builders,
+        machine: a.machine,
     };
     let report = nix_ledger::tune::tune(&ledger, &settings, &request)?;
     if a.json {

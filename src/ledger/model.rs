@@ -146,3 +146,33 @@ mod tests {
         );
     }
 }
+
+/// Whose builds a read covers: each machine's times are its own, so this machine's and a
+/// fleet machine's are never mixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// This ledger's own builds.
+    Here,
+    /// The builds the fleet machine of this name made, pulled by `sync`.
+    Fleet(&'a str),
+}
+
+impl<'a> Scope<'a> {
+    /// The fleet machine's name, `None` for this ledger's own builds: the value bound to
+    /// [`Scope::filter`]'s parameter.
+    pub fn machine(self) -> Option<&'a str> {
+        match self {
+            Scope::Here => None,
+            Scope::Fleet(m) => Some(m),
+        }
+    }
+
+    /// A condition on the builds aliased `b` that selects this scope, with parameter
+    /// `?n` bound to [`Scope::machine`].
+    pub(crate) fn filter(n: usize) -> String {
+        format!(
+            "(CASE WHEN ?{n} IS NULL THEN b.origin IS NULL \
+              ELSE b.origin IS NOT NULL AND b.origin_machine = ?{n} END)"
+        )
+    }
+}

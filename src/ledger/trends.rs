@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 
-use super::model::BuildStatus;
+use super::model::{BuildStatus, Scope};
 use super::queries::BuiltRow;
 use super::Ledger;
 use crate::time::now_ms;
@@ -122,15 +122,6 @@ const FLEET_SERIES_SCAN: &str = "SELECT series_id, id, finished_ms, duration_ms,
     WHERE status = 'built' AND coalesce(machine, '') = '' AND origin IS NOT NULL
       AND origin_machine = ?9";
 
-/// Whose builds a series holds: each machine's times are its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SeriesScope<'a> {
-    /// This machine's own local builds.
-    Here,
-    /// The local builds of the fleet machine of this name, pulled by `sync`.
-    Fleet(&'a str),
-}
-
 impl Ledger {
     /// Whether the fleet machine `name` has builds of its own here (pulled by `sync`).
     pub fn fleet_machine_has_builds(&self, name: &str) -> Result<bool> {
@@ -187,13 +178,13 @@ impl Ledger {
         only: Option<&[i64]>,
         each: impl FnMut(&SeriesRows) -> Result<()>,
     ) -> Result<()> {
-        self.scan_series_of(SeriesScope::Here, only, each)
+        self.scan_series_of(Scope::Here, only, each)
     }
 
     /// [`Ledger::scan_series`] over the builds of `scope`.
     pub fn scan_series_of(
         &self,
-        scope: SeriesScope<'_>,
+        scope: Scope<'_>,
         only: Option<&[i64]>,
         mut each: impl FnMut(&SeriesRows) -> Result<()>,
     ) -> Result<()> {
@@ -207,15 +198,15 @@ impl Ledger {
         };
         let mut read = |series: Option<i64>| -> Result<()> {
             let scan = match scope {
-                SeriesScope::Here => SERIES_SCAN,
-                SeriesScope::Fleet(_) => FLEET_SERIES_SCAN,
+                Scope::Here => SERIES_SCAN,
+                Scope::Fleet(_) => FLEET_SERIES_SCAN,
             };
             let sql = match series {
                 Some(_) => format!("{scan} AND series_id = ?1 ORDER BY finished_ms, id"),
                 None => format!("{scan} ORDER BY series_id, finished_ms, id"),
             };
             let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            if let SeriesScope::Fleet(machine) = scope {
+            if let Scope::Fleet(machine) = scope {
                 stmt.raw_bind_parameter(9, machine)
                     .map_err(|e| self.err(e))?;
             }

@@ -6,7 +6,7 @@
 use rusqlite::{params, Transaction};
 use serde::Serialize;
 
-use super::model::BuildStatus;
+use super::model::{BuildStatus, Scope};
 use super::Ledger;
 use crate::Result;
 
@@ -46,29 +46,28 @@ pub struct BuildSession {
     pub host_memory_bytes: Option<i64>,
 }
 
-/// This ledger's own builds: not pulled from a fleet machine (another machine's times
-/// and sessions would tune this one on other hardware).
-const OWN: &str = "b.origin IS NULL";
-
-/// This ledger's own builds on this machine: `machine` is NULL or empty for them.
-const LOCAL: &str = "(b.machine IS NULL OR b.machine = '') AND b.origin IS NULL";
+/// Builds on the machine that recorded them, not on a remote builder: `machine` is NULL
+/// or empty for them. Every read below also keeps to one [`Scope`]: another machine's
+/// times and sessions would tune this one on other hardware.
+const LOCAL: &str = "(b.machine IS NULL OR b.machine = '')";
 
 const BUILT: &str = BuildStatus::Built.as_str();
 
 impl Ledger {
     /// The newest `limit` measured builds (successful, local, with a duration), newest
     /// first: what the model's defaults for unknown derivations come from.
-    pub fn build_measurements(&self, limit: usize) -> Result<Vec<Measurement>> {
+    pub fn build_measurements(&self, scope: Scope<'_>, limit: usize) -> Result<Vec<Measurement>> {
         let sql = format!(
             "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
                     s.cores, s.host_cores, c.cpu_window_ms, c.others_cpu_ms
              FROM builds b JOIN derivations d USING (drv_path)
              LEFT JOIN sessions s ON s.id = b.session_id
              LEFT JOIN build_contention c ON c.build_id = b.id
-             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL}
-             ORDER BY b.finished_ms DESC, b.id DESC LIMIT ?2"
+             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL} AND {}
+             ORDER BY b.finished_ms DESC, b.id DESC LIMIT ?2",
+            Scope::filter(3)
         );
-        self.rows(&sql, params![BUILT, limit as i64])
+        self.rows(&sql, params![BUILT, limit as i64, scope.machine()])
     }
 
     /// The measured builds of the newest `per_name` derivations of each name in `names`
@@ -76,6 +75,7 @@ impl Ledger {
     /// derivations of a workload. One indexed query per name.
     pub fn build_measurements_named(
         &self,
+        scope: Scope<'_>,
         names: &[&str],
         per_name: usize,
     ) -> Result<Vec<Measurement>> {
@@ -83,7 +83,7 @@ impl Ledger {
         for name in names {
             out.extend(self.measurements(
                 "name = ?3 ORDER BY first_seen_ms DESC",
-                params![BUILT, per_name as i64, name],
+                params![BUILT, per_name as i64, name, scope.machine()],
             )?);
         }
         Ok(out)
@@ -94,18 +94,19 @@ impl Ledger {
     /// caller filters): the same package at other versions.
     pub fn build_measurements_prefixed(
         &self,
+        scope: Scope<'_>,
         prefix: &str,
         limit: usize,
     ) -> Result<Vec<Measurement>> {
         // A range on the name index: from "<prefix>-" up to "<prefix>." ('.' follows '-').
         self.measurements(
             "name >= ?3 || '-' AND name < ?3 || '.' ORDER BY first_seen_ms DESC",
-            params![BUILT, limit as i64, prefix],
+            params![BUILT, limit as i64, prefix, scope.machine()],
         )
     }
 
     /// Measured builds of the derivations `which` selects (a condition and order on
-    /// `derivations`, with `?2` its limit).
+    /// `derivations`, with `?2` its limit and `?3` its value), of the scope in `?4`.
     fn measurements(&self, which: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
         let sql = format!(
             "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
@@ -114,8 +115,9 @@ impl Ledger {
              JOIN builds b USING (drv_path)
              LEFT JOIN sessions s ON s.id = b.session_id
              LEFT JOIN build_contention c ON c.build_id = b.id
-             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL}
-             ORDER BY b.finished_ms DESC, b.id DESC"
+             WHERE b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL} AND {}
+             ORDER BY b.finished_ms DESC, b.id DESC",
+            Scope::filter(4)
         );
         self.rows(&sql, args)
     }
@@ -149,28 +151,42 @@ impl Ledger {
     }
 
     /// The newest `limit` sessions that built something on this machine, newest first.
-    pub fn recent_build_sessions(&self, limit: usize) -> Result<Vec<BuildSession>> {
-        self.build_sessions(LOCAL, limit)
+    pub fn recent_build_sessions(
+        &self,
+        scope: Scope<'_>,
+        limit: usize,
+    ) -> Result<Vec<BuildSession>> {
+        self.build_sessions(LOCAL, scope, limit)
     }
 
     /// The newest `limit` sessions that built something here or on a remote builder,
     /// newest first: what `tune` with builders simulates.
-    pub fn recent_build_sessions_anywhere(&self, limit: usize) -> Result<Vec<BuildSession>> {
-        self.build_sessions(OWN, limit)
+    pub fn recent_build_sessions_anywhere(
+        &self,
+        scope: Scope<'_>,
+        limit: usize,
+    ) -> Result<Vec<BuildSession>> {
+        self.build_sessions("1", scope, limit)
     }
 
-    fn build_sessions(&self, which: &str, limit: usize) -> Result<Vec<BuildSession>> {
+    fn build_sessions(
+        &self,
+        which: &str,
+        scope: Scope<'_>,
+        limit: usize,
+    ) -> Result<Vec<BuildSession>> {
         let sql = format!(
             "SELECT s.id, s.started_ms, s.max_jobs, s.cores, s.host_cores, s.host_memory_bytes
              FROM sessions s
              WHERE EXISTS (SELECT 1 FROM builds b WHERE b.session_id = s.id
-                           AND b.status = ?1 AND {which})
-             ORDER BY s.started_ms DESC, s.id DESC LIMIT ?2"
+                           AND b.status = ?1 AND {which} AND {})
+             ORDER BY s.started_ms DESC, s.id DESC LIMIT ?2",
+            Scope::filter(3)
         );
         self.conn
             .prepare(&sql)
             .and_then(|mut stmt| {
-                stmt.query_map(params![BUILT, limit as i64], |r| {
+                stmt.query_map(params![BUILT, limit as i64, scope.machine()], |r| {
                     Ok(BuildSession {
                         id: r.get(0)?,
                         started_ms: r.get(1)?,
@@ -185,15 +201,15 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// The derivations session `id` built on this machine, each once, as (.drv, name),
-    /// in the order they started.
+    /// The derivations session `id` built on its own machine, each once, as (.drv,
+    /// name), in the order they started. (A session's builds are all of one scope.)
     pub fn session_built(&self, id: i64) -> Result<Vec<(String, String)>> {
         self.session_derivations(LOCAL, id)
     }
 
     /// As [`Ledger::session_built`], also those it built on remote builders.
     pub fn session_built_anywhere(&self, id: i64) -> Result<Vec<(String, String)>> {
-        self.session_derivations(OWN, id)
+        self.session_derivations("1", id)
     }
 
     fn session_derivations(&self, which: &str, id: i64) -> Result<Vec<(String, String)>> {
@@ -282,17 +298,19 @@ mod tests {
             ..SessionClosing::new(4_000, SessionStatus::Succeeded, 0)
         };
         ledger.finish_session(id, &[], &records, &closing).unwrap();
-        let measured = ledger.build_measurements(10).unwrap();
+        let measured = ledger.build_measurements(Scope::Here, 10).unwrap();
         let names: Vec<&str> = measured.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["par-4", "par-1"], "local successful builds only");
         let named = ledger
-            .build_measurements_named(&["par-1", "par-9"], 10)
+            .build_measurements_named(Scope::Here, &["par-1", "par-9"], 10)
             .unwrap();
         assert_eq!(named, measured[1..]);
-        let prefixed = ledger.build_measurements_prefixed("par", 10).unwrap();
+        let prefixed = ledger
+            .build_measurements_prefixed(Scope::Here, "par", 10)
+            .unwrap();
         assert_eq!(prefixed, measured);
         assert!(ledger
-            .build_measurements_prefixed("pa", 10)
+            .build_measurements_prefixed(Scope::Here, "pa", 10)
             .unwrap()
             .is_empty());
         assert_eq!(
@@ -310,7 +328,7 @@ mod tests {
                 }),
             }
         );
-        let sessions = ledger.recent_build_sessions(5).unwrap();
+        let sessions = ledger.recent_build_sessions(Scope::Here, 5).unwrap();
         assert_eq!(sessions.len(), 1);
         assert_eq!(
             (sessions[0].max_jobs, sessions[0].cores),
@@ -329,6 +347,11 @@ mod tests {
         let anywhere = ledger.session_built_anywhere(id).unwrap();
         let drvs: Vec<&str> = anywhere.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(drvs, ["par-1", "par-2", "par-4"]);
-        assert_eq!(ledger.recent_build_sessions_anywhere(5).unwrap(), sessions);
+        assert_eq!(
+            ledger
+                .recent_build_sessions_anywhere(Scope::Here, 5)
+                .unwrap(),
+            sessions
+        );
     }
 }

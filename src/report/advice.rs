@@ -74,7 +74,7 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, since_ms: i64) -> Result<Op
         return Ok(None);
     }
     let in_period = ledger
-        .recent_build_sessions(1)?
+        .recent_build_sessions(crate::ledger::model::Scope::Here, 1)?
         .first()
         .is_some_and(|s| s.started_ms >= since_ms);
     if !in_period {
@@ -251,6 +251,7 @@ mod tests {
             loop_ms_per_build: 10.0,
             hook_ms: 0.0,
             sweep_ms: 1.0,
+            machine: None,
             builders: Vec::new(),
             with_builders: None,
         }

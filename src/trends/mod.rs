@@ -16,7 +16,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::ledger::trends::{Point, SeriesRows, SeriesScope};
+use crate::ledger::model::Scope;
+use crate::ledger::trends::{Point, SeriesRows};
 use crate::ledger::Ledger;
 use crate::nix::name::series_of;
 use crate::time::rfc3339_ms;
@@ -138,10 +139,10 @@ const MACHINE_MIN: usize = 3;
 pub fn compute(ledger: &Ledger, req: &Request) -> Result<Trends> {
     let here = crate::machine::this_machine();
     let scope = match req.machine.as_deref() {
-        Some(m) if m != here => SeriesScope::Fleet(m),
-        _ => SeriesScope::Here,
+        Some(m) if m != here => Scope::Fleet(m),
+        _ => Scope::Here,
     };
-    if let SeriesScope::Fleet(m) = scope {
+    if let Scope::Fleet(m) = scope {
         if !ledger.fleet_machine_has_builds(m)? {
             let known = ledger.fleet_machines()?;
             return Err(Error::NotFound(format!(
@@ -219,8 +220,8 @@ pub fn compute(ledger: &Ledger, req: &Request) -> Result<Trends> {
         since: (req.since_ms > 0).then(|| rfc3339_ms(req.since_ms)),
         session: req.session,
         machine: match scope {
-            SeriesScope::Fleet(m) => Some(m.to_string()),
-            SeriesScope::Here => None,
+            Scope::Fleet(m) => Some(m.to_string()),
+            Scope::Here => None,
         },
         params: ParamsByMetric {
             duration: Params::for_metric(Metric::Duration),

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::model::{pname, Basis, CpuWindow, DefaultPolicy, History, Observation};
 use super::workload::{JobSpec, Workload};
+use crate::ledger::model::Scope;
 use crate::ledger::tune::Measurement;
 use crate::ledger::Ledger;
 use crate::nix::graph::Loader;
@@ -51,6 +52,7 @@ pub struct Knowledge {
 /// Nix builds.
 pub fn knowledge(
     ledger: &Ledger,
+    scope: Scope<'_>,
     names: &[&str],
     reach: Reach,
     default_host_cores: u32,
@@ -63,7 +65,7 @@ pub fn knowledge(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    for m in ledger.build_measurements_named(&names, reach.per_name)? {
+    for m in ledger.build_measurements_named(scope, &names, reach.per_name)? {
         known.insert(m.name.clone());
         add(&mut history, m, default_host_cores);
     }
@@ -73,14 +75,14 @@ pub fn knowledge(
         .map(|n| pname(n))
         .collect();
     for package in packages {
-        for m in ledger.build_measurements_prefixed(package, reach.per_name * 4)? {
+        for m in ledger.build_measurements_prefixed(scope, package, reach.per_name * 4)? {
             if pname(&m.name) == package {
                 add(&mut history, m, default_host_cores);
             }
         }
     }
     let mut recent = History::new();
-    for m in ledger.build_measurements(reach.recent)? {
+    for m in ledger.build_measurements(scope, reach.recent)? {
         add(&mut recent, m, default_host_cores);
     }
     Ok(Knowledge {

@@ -25,6 +25,7 @@ use super::eta::EtaTracker;
 use super::host::Host;
 use super::inputs;
 use super::sim::{JobState, SimParams};
+use crate::ledger::model::Scope;
 use crate::ledger::Ledger;
 use crate::nix::graph::Loader;
 use crate::nix::graph::StoreFiles;
@@ -256,7 +257,13 @@ fn make_plan(cx: &Context, listed: Vec<String>, first: &str) -> Result<Option<Pl
     let here = Host::new(None, None);
     let named = inputs::named(&mut loader, drvs)?;
     let ledger = Ledger::open_read_only(&cx.ledger)?;
-    let knowledge = inputs::knowledge(&ledger, &inputs::names(&named), inputs::ETA, here.cores)?;
+    let knowledge = inputs::knowledge(
+        &ledger,
+        Scope::Here,
+        &inputs::names(&named),
+        inputs::ETA,
+        here.cores,
+    )?;
     let prepared = inputs::prepare(&mut loader, &named, &knowledge)?;
     let settings = crate::nix::config::settings(&cx.state_dir);
     let max_jobs = cx.max_jobs.or(settings.max_jobs).unwrap_or(1).max(1);

@@ -19,6 +19,7 @@ pub mod critical;
 pub mod error;
 pub mod eta;
 pub mod fleet;
+mod fleet_machine;
 pub mod grid;
 pub mod host;
 pub mod inputs;
@@ -35,6 +36,7 @@ pub mod workload;
 
 use std::time::Instant;
 
+use crate::ledger::model::Scope;
 use crate::ledger::Ledger;
 use crate::nix::config::NixSettings;
 use crate::nix::graph::{DrvSource, Layered, Loader, StoreFiles};
@@ -71,14 +73,46 @@ pub struct Request {
     pub outside_load: Option<f64>,
     /// The `builders` to tune for, in nix.conf's syntax, instead of Nix's (`""`: none).
     pub builders: Option<String>,
+    /// Tune another fleet machine on its own sessions and builds (pulled by `sync`).
+    pub machine: Option<String>,
 }
 
 /// Runs the sweep for `req` and reports.
 pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Report> {
+    let this_machine = crate::machine::this_machine();
+    let scope = match req.machine.as_deref() {
+        Some(m) if m != this_machine => Scope::Fleet(m),
+        _ => Scope::Here,
+    };
+    if let Scope::Fleet(m) = scope {
+        return fleet_machine::tune(ledger, settings, req, m);
+    }
+    tune_in(ledger, settings, req, Scope::Here, None)
+}
+
+/// [`tune`] on the sessions and builds of `scope`; `fleet_host` is the machine's cores,
+/// memory and setting in effect when it is not this one.
+fn tune_in(
+    ledger: &Ledger,
+    settings: &NixSettings,
+    req: &Request,
+    scope: Scope<'_>,
+    fleet_host: Option<&fleet_machine::FleetHost>,
+) -> Result<Report> {
     let here = Host::new(None, None);
-    let host = Host::new(req.host_cores, req.memory_bytes);
-    // With builders the sessions' remote builds are part of the workload.
-    let specs = builders::configured(settings, req.builders.as_deref())?;
+    let host = match fleet_host {
+        Some(f) => Host::new(
+            req.host_cores.or(f.cores),
+            req.memory_bytes.or(f.memory_bytes),
+        ),
+        None => Host::new(req.host_cores, req.memory_bytes),
+    };
+    // With builders the sessions' remote builds are part of the workload (this
+    // machine's builders: another machine's are not known).
+    let specs = match scope {
+        Scope::Here => builders::configured(settings, req.builders.as_deref())?,
+        Scope::Fleet(_) => Vec::new(),
+    };
     let remote = !specs.is_empty();
     let snapshots = ledger.snapshots();
     let source = Layered(vec![&StoreFiles as &dyn DrvSource, &snapshots]);
@@ -102,15 +136,19 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
         None => {
             let n = req.sessions.max(1);
             let sessions = if remote {
-                ledger.recent_build_sessions_anywhere(n)?
+                ledger.recent_build_sessions_anywhere(scope, n)?
             } else {
-                ledger.recent_build_sessions(n)?
+                ledger.recent_build_sessions(scope, n)?
             };
             if sessions.is_empty() {
-                return Err(Error::NotFound(
-                    "a session that built something (build with `nb build`, or give a TARGET)"
+                return Err(Error::NotFound(match scope {
+                    Scope::Here => "a session that built something (build with `nb build`, \
+                                    or give a TARGET)"
                         .into(),
-                ));
+                    Scope::Fleet(m) => format!(
+                        "a session of fleet machine `{m}` that built something (pulled by `nb sync`)"
+                    ),
+                }));
             }
             for s in &sessions {
                 workloads.push(if remote {
@@ -126,7 +164,12 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
         }
     }
     let names: Vec<&str> = workloads.iter().flat_map(|w| inputs::names(w)).collect();
-    let mut knowledge = inputs::knowledge(ledger, &names, inputs::TUNE, here.cores)?;
+    let default_cores = if fleet_host.is_some() {
+        host.cores
+    } else {
+        here.cores
+    };
+    let mut knowledge = inputs::knowledge(ledger, scope, &names, inputs::TUNE, default_cores)?;
     let stats = if remote {
         ledger.builder_stats(0)?
     } else {
@@ -159,7 +202,10 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
     if !host.projected {
         cfg.max_jobs_limit = host::build_users(settings.build_users_group.as_deref());
     }
-    let baselines = baselines(settings, &host, &req.compare);
+    let baselines = match fleet_host {
+        Some(f) => baselines(&f.settings, &host, &req.compare),
+        None => baselines(settings, &host, &req.compare),
+    };
     let estimated: Vec<Vec<bool>> = prepared.iter().map(Prepared::estimated).collect();
     let inputs: Vec<sweep::Input<'_>> = prepared
         .iter()
@@ -186,7 +232,7 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
         (Vec::new(), None)
     };
     let sweep_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(report::build(
+    let mut report = report::build(
         &rec,
         report::Context {
             prepared: &prepared,
@@ -198,7 +244,9 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, req: &Request) -> Result<Re
             builders: machines,
             with_builders,
         },
-    ))
+    );
+    report.machine = scope.machine().map(str::to_string);
+    Ok(report)
 }
 
 /// The settings to compare the pick with: those asked for, the ones in effect, Nix's

@@ -12,15 +12,22 @@ use crate::time::human_duration_ms;
 /// The report as people read it.
 pub fn report(r: &Report) -> String {
     let mut out = String::new();
+    if let Some(m) = &r.machine {
+        let _ = writeln!(
+            out,
+            "Fleet machine {m}, from its sessions and builds pulled by nb sync."
+        );
+    }
     out.push_str(&workloads(&r.workloads));
     let h = &r.host;
+    let fleet = r.machine.as_ref().map(|m| format!("fleet machine {m}"));
     let _ = writeln!(
         out,
         "{}: {} cores, {} (builds may use {} together)\n",
-        if h.projected {
-            "projected onto"
-        } else {
-            "this machine"
+        match (&fleet, h.projected) {
+            (Some(f), _) => f.as_str(),
+            (None, true) => "projected onto",
+            (None, false) => "this machine",
         },
         h.cores,
         human_bytes(h.memory_bytes as i64),
@@ -31,7 +38,12 @@ pub fn report(r: &Report) -> String {
         rows.push(("recommended".into(), best));
     }
     if let Some(current) = &r.current {
-        rows.push(("current (nix show-config)".into(), current));
+        let source = if r.machine.is_some() {
+            "current (its last session)"
+        } else {
+            "current (nix show-config)"
+        };
+        rows.push((source.into(), current));
     }
     rows.push(("Nix's default".into(), &r.nix_default));
     rows.push(("NixOS's default (auto)".into(), &r.nixos_default));

@@ -115,6 +115,9 @@ pub struct Report {
     pub nix_settings: Option<String>,
     /// How long the sweep took.
     pub sweep_ms: f64,
+    /// The fleet machine tuned for (`--machine`), from its pulled sessions; `None`: this
+    /// machine.
+    pub machine: Option<String>,
     /// The remote builders tuned for (the `builders` setting or `--builders`), each with
     /// what was measured and the max-jobs and speed factor to give it; empty without.
     pub builders: Vec<BuilderAdvice>,
@@ -231,6 +234,7 @@ pub fn build(rec: &Recommendation, cx: Context<'_>) -> Report {
         nix_conf: lines.as_ref().map(|l| l.0.clone()),
         nix_settings: lines.map(|l| l.1),
         sweep_ms: (cx.sweep_ms * 100.0).round() / 100.0,
+        machine: None,
         builders: cx.builders,
         with_builders: cx.with_builders,
     }

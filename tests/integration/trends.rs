@@ -173,6 +173,37 @@ fn a_fleet_machines_regression_is_found_in_the_builds_pulled_from_it_and_only_th
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // Tuning the runner from the laptop: its last sessions, its cores, and its `-j 6`
+    // as the setting in effect.
+    let tuned = laptop.ledger_json(&["tune", "--machine", "ci-runner", "--sessions", "3"]);
+    assert_eq!(tuned["machine"], "ci-runner", "{tuned:#}");
+    let workloads = tuned["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 3, "{tuned:#}");
+    // What the runner itself predicts from the same sessions (on the same hardware
+    // here), measurements included: pulled builds carry them.
+    let own = runner.ledger_json(&["tune", "--sessions", "3"]);
+    for (w, o) in workloads.iter().zip(own["workloads"].as_array().unwrap()) {
+        assert_eq!(w["derivations"], 6, "{w}");
+        assert_eq!(w["measured"], o["measured"], "{w} against the runner's {o}");
+        assert!(w["measured"].as_u64().unwrap() > 0, "{w}");
+    }
+    assert_eq!(
+        tuned["recommended"], own["recommended"],
+        "{tuned:#}\n{own:#}"
+    );
+    let runner_session = &laptop.query(
+        "SELECT max_jobs, host_cores FROM sessions WHERE origin_machine = 'ci-runner' \
+         ORDER BY started_ms DESC LIMIT 1",
+    )[0];
+    assert_eq!(tuned["current"]["max_jobs"], 6, "{tuned:#}");
+    assert_eq!(runner_session["max_jobs"], 6);
+    assert_eq!(tuned["host"]["cores"], runner_session["host_cores"]);
+    let text = laptop.ledger_ok(&["tune", "--machine", "ci-runner"]);
+    assert!(text.starts_with("Fleet machine ci-runner"), "{text}");
+    assert!(text.contains("current (its last session)"), "{text}");
+    let out = laptop.ledger(&["tune", "--machine", "ci-runer"]);
+    assert_eq!(out.status.code(), Some(3));
+
     // A machine nothing was pulled from: a one-line error naming it and those known.
     let out = laptop.ledger(&["trends", "--machine", "ci-runer"]);
     assert_eq!(out.status.code(), Some(3));
