@@ -191,6 +191,10 @@ enum Command {
         /// Write the report to FILE instead of standard output.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<std::path::PathBuf>,
+        /// Another fleet machine's report, from what `nb sync` pulled of it (its builds,
+        /// sessions and tuning; its rebuilds, builders and GC runs stay on it).
+        #[arg(long, value_name = "NAME")]
+        machine: Option<String>,
     },
     /// Check the installation: nix, the hook, the spools, the ledger, lost records.
     Doctor {
@@ -519,6 +523,7 @@ pub fn run() -> Result<ExitCode> {
             since,
             format,
             output,
+            machine,
         } => {
             let since_ms = nix_ledger::time::since_ms(Some(&since))?;
             let mut ledger = open_and_ingest(&layout)?;
@@ -526,6 +531,7 @@ pub fn run() -> Result<ExitCode> {
                 since_ms,
                 period: format!("last {since}"),
                 settings: nix_ledger::nix::config::settings(&layout.state_dir),
+                machine,
             };
             let computed = report::full::compute(&mut ledger, &request)?;
             let text = match format {

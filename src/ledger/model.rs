@@ -170,9 +170,15 @@ impl<'a> Scope<'a> {
     /// A condition on the builds aliased `b` that selects this scope, with parameter
     /// `?n` bound to [`Scope::machine`].
     pub(crate) fn filter(n: usize) -> String {
+        Scope::filter_on("b.", n)
+    }
+
+    /// [`Scope::filter`] on the rows of a builds or sessions table named by `prefix`
+    /// (`"b."`, or `""` for the only table of the query).
+    pub(crate) fn filter_on(prefix: &str, n: usize) -> String {
         format!(
-            "(CASE WHEN ?{n} IS NULL THEN b.origin IS NULL \
-              ELSE b.origin IS NOT NULL AND b.origin_machine = ?{n} END)"
+            "(CASE WHEN ?{n} IS NULL THEN {prefix}origin IS NULL \
+              ELSE {prefix}origin IS NOT NULL AND {prefix}origin_machine = ?{n} END)"
         )
     }
 }

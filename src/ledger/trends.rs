@@ -248,19 +248,20 @@ impl Ledger {
         }
     }
 
-    /// The finished sessions that started at or after `since_ms`, oldest first.
-    pub fn sessions_since(&self, since_ms: i64) -> Result<Vec<SessionRow>> {
+    /// The finished sessions of `scope` that started at or after `since_ms`, oldest first.
+    pub fn sessions_since(&self, scope: Scope<'_>, since_ms: i64) -> Result<Vec<SessionRow>> {
+        let sql = format!(
+            "SELECT id, started_ms, finished_ms, status, coalesce(built_count, 0),
+                    coalesce(substituted_count, 0), coalesce(failed_count, 0),
+                    downloaded_bytes, host_memory_bytes, eval_ms, ifd_ms
+             FROM sessions WHERE started_ms >= ?1 AND finished_ms IS NOT NULL AND {}
+             ORDER BY started_ms, id",
+            Scope::filter_on("", 2)
+        );
         self.conn
-            .prepare(
-                "SELECT id, started_ms, finished_ms, status, coalesce(built_count, 0),
-                        coalesce(substituted_count, 0), coalesce(failed_count, 0),
-                        downloaded_bytes, host_memory_bytes, eval_ms, ifd_ms
-                 FROM sessions WHERE started_ms >= ?1 AND finished_ms IS NOT NULL
-                   AND origin IS NULL
-                 ORDER BY started_ms, id",
-            )
+            .prepare(&sql)
             .and_then(|mut stmt| {
-                stmt.query_map([since_ms], |r| {
+                stmt.query_map(params![since_ms, scope.machine()], |r| {
                     Ok(SessionRow {
                         id: r.get(0)?,
                         started_ms: r.get(1)?,

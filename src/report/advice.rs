@@ -10,6 +10,7 @@
 use serde::Serialize;
 
 use super::retention::RetentionAdvice;
+use crate::ledger::model::Scope;
 use crate::ledger::Ledger;
 use crate::nix::config::NixSettings;
 use crate::time::human_duration_ms;
@@ -69,12 +70,19 @@ pub struct TuneAdvice {
 /// The tuner's advice on the report's period, if it would change the settings in effect.
 /// Nothing when the period has no session that built something, when the settings in
 /// effect are unknown, or when there are too few measurements to say.
-pub fn tune(ledger: &Ledger, settings: &NixSettings, since_ms: i64) -> Result<Option<Advice>> {
-    if settings.max_jobs.is_none() || settings.cores.is_none() {
+/// With a fleet machine's `scope`, its advice from its own sessions (`nb tune --machine`),
+/// the setting in effect being its last session's.
+pub fn tune(
+    ledger: &Ledger,
+    settings: &NixSettings,
+    scope: Scope<'_>,
+    since_ms: i64,
+) -> Result<Option<Advice>> {
+    if scope == Scope::Here && (settings.max_jobs.is_none() || settings.cores.is_none()) {
         return Ok(None);
     }
     let in_period = ledger
-        .recent_build_sessions(crate::ledger::model::Scope::Here, 1)?
+        .recent_build_sessions(scope, 1)?
         .first()
         .is_some_and(|s| s.started_ms >= since_ms);
     if !in_period {
@@ -85,6 +93,7 @@ pub fn tune(ledger: &Ledger, settings: &NixSettings, since_ms: i64) -> Result<Op
     let request = crate::tune::Request {
         sessions: TUNE_SESSIONS,
         builders: Some(String::new()),
+        machine: scope.machine().map(str::to_string),
         ..crate::tune::Request::default()
     };
     match crate::tune::tune(ledger, settings, &request) {

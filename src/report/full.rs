@@ -10,6 +10,7 @@ pub use super::advice::Advice;
 use super::retention::{self, GcRuns};
 use super::sessions::{self, Sessions};
 use super::BuildersReport;
+use crate::ledger::model::Scope;
 use crate::ledger::Ledger;
 use crate::nix::config::NixSettings;
 use crate::time::{now_ms, rfc3339_ms};
@@ -34,6 +35,8 @@ pub struct Request {
     /// Nix's settings in effect (`nix show-config`), which the tuner's advice compares
     /// with; unknown settings get no such advice.
     pub settings: NixSettings,
+    /// Another fleet machine's report, from what `sync` pulled of it.
+    pub machine: Option<String>,
 }
 
 /// The report.
@@ -43,6 +46,8 @@ pub struct Report {
     pub since: String,
     pub period: String,
     pub version: String,
+    /// The fleet machine reported on (`--machine`); `None`: this machine.
+    pub machine: Option<String>,
     /// Successful local builds in the period, how many series, their summed time.
     pub builds: usize,
     pub series: usize,
@@ -53,7 +58,8 @@ pub struct Report {
     pub regression_warning: Option<String>,
     pub slowest: Vec<Slowest>,
     pub sessions: Sessions,
-    pub rebuilds: Rebuilds,
+    /// `None` for a fleet machine: judging rebuilds needs its .drv files, which stay there.
+    pub rebuilds: Option<Rebuilds>,
     pub charts: Charts,
     /// Per builder (this machine first), when the period has remote builds; else `None`.
     pub builders: Option<BuildersReport>,
@@ -118,43 +124,72 @@ pub struct DurationSeries {
 
 /// Computes the report of `req`.
 pub fn compute(ledger: &mut Ledger, req: &Request) -> Result<Report> {
+    // trends checks that a fleet machine has builds here, and names the known ones.
     let found = trends::compute(
         ledger,
         &trends::Request {
             since_ms: req.since_ms,
+            machine: req.machine.clone(),
             ..trends::Request::default()
         },
     )?;
-    let sessions = sessions::sessions(ledger, req.since_ms)?;
-    let wasted = rebuilds::remembered(ledger, req.since_ms)?;
-    let costliest = costliest(&wasted.entries);
+    let scope = match found.machine.as_deref() {
+        Some(m) => Scope::Fleet(m),
+        None => Scope::Here,
+    };
+    let sessions = sessions::sessions(ledger, scope, req.since_ms)?;
     let charts = Charts {
         durations: duration_series(
             ledger,
+            scope,
             &found.series[..CHARTED.min(found.series.len())],
             &found.regressions,
             req.since_ms,
         )?,
     };
+    // What only this machine knows: its rebuilds' causes (the .drv files), its remote
+    // builders, its GC runs and store.
+    let here = scope == Scope::Here;
+    let rebuilds = if here {
+        let wasted = rebuilds::remembered(ledger, req.since_ms)?;
+        Some(Rebuilds {
+            avoidable: wasted.avoidable,
+            no_op: wasted.no_op,
+            wasted_ms: wasted.wasted_ms,
+            unknown_durations: wasted.unknown_durations,
+            costliest: costliest(&wasted.entries),
+        })
+    } else {
+        None
+    };
     // Only a period with remote builds reads the per-builder numbers: a look at the
     // remote builds alone tells.
-    let builders = if ledger.has_remote_builds_since(req.since_ms)? {
+    let builders = if here && ledger.has_remote_builds_since(req.since_ms)? {
         Some(super::builders(ledger, req.since_ms)?)
     } else {
         None
     };
-    let advice: Vec<Advice> = [
-        super::advice::tune(ledger, &req.settings, req.since_ms)?,
-        retention::advice(ledger, req.since_ms)?,
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let mut advice = vec![super::advice::tune(
+        ledger,
+        &req.settings,
+        scope,
+        req.since_ms,
+    )?];
+    if here {
+        advice.push(retention::advice(ledger, req.since_ms)?);
+    }
+    let advice: Vec<Advice> = advice.into_iter().flatten().collect();
+    let gc_runs = if here {
+        retention::gc_runs(ledger, req.since_ms)?
+    } else {
+        GcRuns::default()
+    };
     Ok(Report {
         generated_at: rfc3339_ms(now_ms()),
         since: rfc3339_ms(req.since_ms),
         period: req.period.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        machine: found.machine.clone(),
         builds: found.series.iter().map(|s| s.builds).sum(),
         series: found.series_count,
         build_time_ms: found.series.iter().map(|s| s.total_duration_ms).sum(),
@@ -163,16 +198,10 @@ pub fn compute(ledger: &mut Ledger, req: &Request) -> Result<Report> {
         slowest: found.series.iter().take(SLOWEST).map(slowest).collect(),
         regressions: found.regressions,
         sessions,
-        rebuilds: Rebuilds {
-            avoidable: wasted.avoidable,
-            no_op: wasted.no_op,
-            wasted_ms: wasted.wasted_ms,
-            unknown_durations: wasted.unknown_durations,
-            costliest,
-        },
+        rebuilds,
         charts,
         builders,
-        gc_runs: retention::gc_runs(ledger, req.since_ms)?,
+        gc_runs,
         advice,
     })
 }
@@ -219,6 +248,7 @@ fn slowest(s: &SeriesTrend) -> Slowest {
 /// The build times of `series` in the period, read again (a few series only).
 fn duration_series(
     ledger: &Ledger,
+    scope: Scope<'_>,
     series: &[SeriesTrend],
     regressions: &[Regression],
     since_ms: i64,
@@ -226,7 +256,7 @@ fn duration_series(
     let mut ids: Vec<i64> = series.iter().map(|s| s.series_id).collect();
     ids.sort_unstable();
     let mut found: Vec<DurationSeries> = Vec::new();
-    ledger.scan_series(Some(&ids), |rows| {
+    ledger.scan_series_of(scope, Some(&ids), |rows| {
         let Some(s) = series.iter().find(|s| s.series_id == rows.series_id) else {
             return Ok(());
         };

@@ -49,11 +49,11 @@ pub fn render(r: &Report) -> Result<String> {
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     out.push_str(&format!(
         "<title>nix-ledger report: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        escape(&r.period)
+        escape(&super::text::subject(r))
     ));
     out.push_str(&format!(
         "<h1>nix-ledger report: {}</h1>\n<p class=\"meta\">nix-ledger {}, generated {}</p>\n",
-        escape(&r.period),
+        escape(&super::text::subject(r)),
         escape(&r.version),
         escape(&r.generated_at)
     ));

@@ -14,7 +14,10 @@ fn cell(text: &str) -> String {
 
 /// The report in Markdown.
 pub fn render(r: &Report) -> String {
-    let mut out = format!("## nix-ledger report: {}\n\n", cell(&r.period));
+    let mut out = format!(
+        "## nix-ledger report: {}\n\n",
+        cell(&super::text::subject(r))
+    );
     if !r.regressions.is_empty() {
         out.push_str(&format!(
             "> **{} regression{}** found: see below.\n\n",

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::ledger::model::Scope;
 use crate::ledger::trends::{BuildMemory, SessionRow};
 use crate::ledger::Ledger;
 use crate::time::rfc3339_ms;
@@ -111,8 +112,8 @@ fn hit_ratio(built: i64, substituted: i64) -> Option<f64> {
 }
 
 /// The sessions that started at or after `since_ms`.
-pub fn sessions(ledger: &Ledger, since_ms: i64) -> Result<Sessions> {
-    let rows = ledger.sessions_since(since_ms)?;
+pub fn sessions(ledger: &Ledger, scope: Scope<'_>, since_ms: i64) -> Result<Sessions> {
+    let rows = ledger.sessions_since(scope, since_ms)?;
     let memory = match (
         rows.iter().map(|s| s.id).min(),
         rows.iter().map(|s| s.id).max(),

@@ -47,7 +47,11 @@ pub fn summary(r: &Report) -> Vec<(&'static str, String)> {
             _ => human_bytes(m.bytes),
         },
     );
-    vec![
+    let mut rows = Vec::new();
+    if let Some(m) = &r.machine {
+        rows.push(("machine", format!("{m} (a fleet machine, from nb sync)")));
+    }
+    rows.extend([
         ("period", format!("{} (since {})", r.period, &r.since[..16])),
         ("regressions", regressions_headline(r)),
         (
@@ -69,17 +73,20 @@ pub fn summary(r: &Report) -> Vec<(&'static str, String)> {
             format!("{} / {}", ms(s.eval_ms.median), ms(s.eval_ms.p90)),
         ),
         ("downloaded", human_bytes(s.downloaded_bytes)),
-        (
+    ]);
+    if let Some(w) = &r.rebuilds {
+        rows.push((
             "lost to wasted rebuilds",
             format!(
                 "{} ({} avoidable, {} no-op)",
-                human_duration_ms(r.rebuilds.wasted_ms),
-                r.rebuilds.avoidable,
-                r.rebuilds.no_op
+                human_duration_ms(w.wasted_ms),
+                w.avoidable,
+                w.no_op
             ),
-        ),
-        ("peak build memory", memory),
-    ]
+        ));
+    }
+    rows.push(("peak build memory", memory));
+    rows
 }
 
 fn regressions_headline(r: &Report) -> String {
@@ -153,21 +160,22 @@ pub fn tables(r: &Report) -> Vec<Table> {
             code: Vec::new(),
             stacked: false,
         },
-        Table {
+    ];
+    if let Some(w) = &r.rebuilds {
+        tables.push(Table {
             title: "Time lost to wasted rebuilds",
             note: Some(format!(
                 "{} avoidable and {} no-op rebuilds took {}{} (`nb rebuilds` lists them).",
-                r.rebuilds.avoidable,
-                r.rebuilds.no_op,
-                human_duration_ms(r.rebuilds.wasted_ms),
-                match r.rebuilds.unknown_durations {
+                w.avoidable,
+                w.no_op,
+                human_duration_ms(w.wasted_ms),
+                match w.unknown_durations {
                     0 => String::new(),
                     n => format!(", and {n} of unknown duration"),
                 }
             )),
             head: vec!["derivation", "kind", "rebuilds", "time", "latest cause"],
-            rows: r
-                .rebuilds
+            rows: w
                 .costliest
                 .iter()
                 .map(|e| {
@@ -186,8 +194,8 @@ pub fn tables(r: &Report) -> Vec<Table> {
                 .collect(),
             code: Vec::new(),
             stacked: false,
-        },
-    ];
+        });
+    }
     if let Some(b) = &r.builders {
         tables.push(Table {
             title: "Builders",
@@ -366,9 +374,17 @@ fn widths(t: &Table) -> Vec<usize> {
     w
 }
 
+/// The period, and the fleet machine when the report is another machine's.
+pub fn subject(r: &Report) -> String {
+    match &r.machine {
+        Some(m) => format!("{}, fleet machine {m}", r.period),
+        None => r.period.clone(),
+    }
+}
+
 /// The report as plain text.
 pub fn render(r: &Report) -> String {
-    let mut out = format!("nix-ledger report, {}\n\n", r.period);
+    let mut out = format!("nix-ledger report, {}\n\n", subject(r));
     let pairs = summary(r);
     let label_width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in &pairs {

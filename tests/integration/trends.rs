@@ -204,6 +204,30 @@ fn a_fleet_machines_regression_is_found_in_the_builds_pulled_from_it_and_only_th
     let out = laptop.ledger(&["tune", "--machine", "ci-runer"]);
     assert_eq!(out.status.code(), Some(3));
 
+    // The runner's report, from the laptop: its builds, sessions and regression as the
+    // runner's own report has them; what only the runner knows (its rebuilds' causes,
+    // builders, GC runs) is left out, not shown as nothing.
+    let theirs =
+        laptop.ledger_json_format(&["report", "--machine", "ci-runner", "--format", "json"]);
+    let own = runner.ledger_json_format(&["report", "--format", "json"]);
+    assert_eq!(theirs["machine"], "ci-runner", "{theirs:#}");
+    assert_eq!(theirs["builds"], 13 * 6);
+    assert_eq!(theirs["builds"], own["builds"]);
+    assert_eq!(theirs["sessions"]["count"], 13, "{theirs:#}");
+    assert_eq!(theirs["sessions"]["count"], own["sessions"]["count"]);
+    assert_eq!(theirs["regressions"][0]["name"], "victim");
+    assert_eq!(theirs["regressions"], own["regressions"]);
+    assert!(theirs["rebuilds"].is_null() && own["rebuilds"].is_object());
+    let md = laptop.ledger_ok(&["report", "--machine", "ci-runner", "--format", "markdown"]);
+    assert!(
+        md.starts_with("## nix-ledger report: last 30d, fleet machine ci-runner"),
+        "{md}"
+    );
+    assert!(!md.contains("wasted rebuilds"), "{md}");
+    let mine = laptop.ledger_json_format(&["report", "--format", "json"]);
+    assert_eq!(mine["builds"], 0, "{mine:#}");
+    assert_eq!(mine["sessions"]["count"], 0, "{mine:#}");
+
     // A machine nothing was pulled from: a one-line error naming it and those known.
     let out = laptop.ledger(&["trends", "--machine", "ci-runer"]);
     assert_eq!(out.status.code(), Some(3));
