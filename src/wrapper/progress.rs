@@ -152,6 +152,7 @@ impl Progress {
         let took = human_duration_ms(build.duration_ms());
         let peak = build
             .usage
+            .filter(|u| u.peak_rss_bytes > 0)
             .map(|u| format!(", peak {}", human_bytes(u.peak_rss_bytes as i64)))
             .unwrap_or_default();
         let on = on_machine(build.machine.as_deref());

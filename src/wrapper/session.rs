@@ -19,7 +19,7 @@ pub struct SubstitutedDrv {
 }
 
 /// The record of one build the wrapper watched.
-fn build_record(session_id: i64, b: &FinishedBuild) -> BuildRecord {
+pub(crate) fn build_record(session_id: i64, b: &FinishedBuild) -> BuildRecord {
     let mut rec = BuildRecord::new(&b.drv_path, Source::Wrapper, b.status, b.finished_ms);
     rec.session_id = Some(session_id);
     rec.started_ms = Some(b.started_ms);
@@ -33,7 +33,9 @@ fn build_record(session_id: i64, b: &FinishedBuild) -> BuildRecord {
     rec.log_lines = Some(b.log_lines as i64);
     rec.log_tail = log_tail(b);
     if let Some(u) = b.usage {
-        rec.peak_rss_bytes = Some(u.peak_rss_bytes as i64);
+        // Processes seen only after they exited (zombies) have no memory left: 0 is
+        // "not seen", never a build's peak.
+        rec.peak_rss_bytes = (u.peak_rss_bytes > 0).then_some(u.peak_rss_bytes as i64);
         rec.cpu_user_ms = Some(u.cpu_user_ms as i64);
         rec.cpu_system_ms = Some(u.cpu_system_ms as i64);
         // Unknown (None) rather than "alone" when no round saw it use CPU.

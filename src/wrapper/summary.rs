@@ -41,7 +41,7 @@ impl Summary {
                 BuildStatus::Substituted => summary.substituted += 1,
             }
             by_time.push((build.name.clone(), build.duration_ms()));
-            if let Some(usage) = build.usage {
+            if let Some(usage) = build.usage.filter(|u| u.peak_rss_bytes > 0) {
                 if summary
                     .peak_memory
                     .as_ref()
@@ -135,5 +135,16 @@ mod tests {
             s.render(),
             "nix-ledger: built 3, downloaded 0 (0 B), 1 failed, in 4.2s\n  slowest: b 3.0s, c 2.0s, a 100ms\n  peak memory: 300.0 MiB (b)\n"
         );
+    }
+
+    #[test]
+    fn a_build_seen_only_after_it_exited_has_no_peak_memory() {
+        // Its processes were zombies when sampled: CPU times, no memory left.
+        let mut state = State::new(crate::wrapper::builddir::BuildRoots::default());
+        state.finished = vec![build("z", 10, BuildStatus::Built, Some(0))];
+        assert_eq!(Summary::from_state(&state, 100).peak_memory, None);
+        let rec = crate::wrapper::session::build_record(1, &state.finished[0]);
+        assert_eq!(rec.peak_rss_bytes, None);
+        assert_eq!(rec.cpu_user_ms, Some(0));
     }
 }
