@@ -143,6 +143,11 @@ impl Ledger {
             .prepare_cached(
                 "SELECT d.name, b.machine, b.duration_ms
                  FROM (SELECT drv_path, name FROM derivations WHERE name = ?1
+                         -- Only derivations built remotely count towards the limit.
+                         AND EXISTS (SELECT 1 FROM builds x WHERE x.drv_path = derivations.drv_path
+                                     AND x.origin IS NULL AND x.status = ?3
+                                     AND x.duration_ms IS NOT NULL
+                                     AND x.machine IS NOT NULL AND x.machine != '')
                        ORDER BY first_seen_ms DESC LIMIT ?2) d
                  JOIN builds b USING (drv_path)
                  WHERE b.origin IS NULL AND b.status = ?3 AND b.duration_ms IS NOT NULL

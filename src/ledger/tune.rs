@@ -105,13 +105,22 @@ impl Ledger {
         )
     }
 
-    /// Measured builds of the derivations `which` selects (a condition and order on
-    /// `derivations`, with `?2` its limit and `?3` its value), of the scope in `?4`.
+    /// Measured builds of the derivations `which` selects (a condition on `derivations`
+    /// with `?3` its value, then `ORDER BY`; `?2` the limit), of the scope in `?4`. Only
+    /// derivations with a measured build of the scope count towards the limit: another
+    /// machine's newer derivations of a name must not crowd this one's out.
     fn measurements(&self, which: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
+        let measured = format!(
+            "EXISTS (SELECT 1 FROM builds b WHERE b.drv_path = derivations.drv_path
+                     AND b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL} AND {})",
+            Scope::filter(4)
+        );
+        let (condition, order) = which.split_once(" ORDER BY ").unwrap_or((which, "rowid"));
         let sql = format!(
             "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
                     s.cores, s.host_cores, c.cpu_window_ms, c.others_cpu_ms
-             FROM (SELECT drv_path, name FROM derivations WHERE {which} LIMIT ?2) d
+             FROM (SELECT drv_path, name FROM derivations
+                   WHERE {condition} AND {measured} ORDER BY {order} LIMIT ?2) d
              JOIN builds b USING (drv_path)
              LEFT JOIN sessions s ON s.id = b.session_id
              LEFT JOIN build_contention c ON c.build_id = b.id
@@ -254,6 +263,42 @@ mod tests {
 
     fn drv(c: char, name: &str) -> String {
         format!("/nix/store/{}-{name}.drv", c.to_string().repeat(32))
+    }
+
+    #[test]
+    fn newer_derivations_built_elsewhere_do_not_crowd_out_this_machines_measurements() {
+        // One build of `hello-2.12` here, then five newer .drv files of the same name
+        // built on a remote builder: the three newest derivations asked for are the
+        // newest with a build here, not the newest of all.
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.sqlite")).unwrap();
+        let chars = ['a', 'b', 'c', 'd', 'e', 'f'];
+        for (i, c) in chars.iter().enumerate() {
+            let finished = 10_000 * (i as i64 + 1);
+            let mut rec = BuildRecord::new(
+                &drv(*c, "hello-2.12"),
+                Source::Wrapper,
+                BuildStatus::Built,
+                finished,
+            );
+            rec.started_ms = Some(finished - 1_000);
+            rec.cpu_user_ms = Some(900);
+            rec.cpu_system_ms = Some(100);
+            rec.peak_rss_bytes = Some(1 << 20);
+            if i > 0 {
+                rec.machine = Some("ssh://far".into());
+            }
+            ledger.record_session_builds(&[rec]).unwrap();
+        }
+        let named = ledger
+            .build_measurements_named(Scope::Here, &["hello-2.12"], 3)
+            .unwrap();
+        assert_eq!(named.len(), 1, "{named:?}");
+        assert_eq!(named[0].duration_ms, 1_000);
+        let prefixed = ledger
+            .build_measurements_prefixed(Scope::Here, "hello", 3)
+            .unwrap();
+        assert_eq!(prefixed, named);
     }
 
     #[test]
