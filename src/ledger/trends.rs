@@ -139,12 +139,15 @@ impl Ledger {
             .map_err(|e| self.err(e))
     }
 
-    /// The fleet machines whose sessions were pulled here, by name.
+    /// The fleet machines with builds of their own here (pulled by `sync`), by name:
+    /// those [`Ledger::fleet_machine_has_builds`] accepts.
     pub fn fleet_machines(&self) -> Result<Vec<String>> {
         self.conn
             .prepare_cached(
-                "SELECT DISTINCT origin_machine FROM sessions
-                 WHERE origin IS NOT NULL AND origin_machine IS NOT NULL ORDER BY 1",
+                "SELECT DISTINCT origin_machine FROM builds INDEXED BY builds_by_fleet_series
+                 WHERE status = 'built' AND coalesce(machine, '') = '' AND origin IS NOT NULL
+                   AND origin_machine IS NOT NULL
+                 ORDER BY 1",
             )
             .and_then(|mut stmt| stmt.query_map([], |r| r.get(0))?.collect())
             .map_err(|e| self.err(e))

@@ -28,6 +28,8 @@ pub const MIN_MEASURED: usize = 5;
 /// When more than this share of the predicted build time rests on estimates, the
 /// recommendation is the estimates' more than the measurements'.
 pub const MAX_ESTIMATED_SHARE: f64 = 0.5;
+/// At most this share of the derivations may have an unknown graph (no .drv here).
+const MAX_UNKNOWN_GRAPH_SHARE: f64 = 0.1;
 
 /// A piece of advice: a setting, what is in effect, what would be better, and why; the
 /// lines that apply it; and the numbers behind it, per source.
@@ -109,6 +111,16 @@ pub fn tune_advice(r: &TuneReport) -> Option<Advice> {
     let c = &r.confidence;
     let measured = c.total_jobs.saturating_sub(c.estimated_jobs);
     if measured < MIN_MEASURED || c.estimated_share > MAX_ESTIMATED_SHARE {
+        return None;
+    }
+    // Derivations whose .drv neither the store nor a snapshot has (another machine's,
+    // unless synced with --with-why) were simulated without dependencies: a graph that
+    // is not the real one favours more jobs.
+    let (unknown, jobs) = r
+        .workloads
+        .iter()
+        .fold((0, 0), |(u, n), w| (u + w.unknown_graph, n + w.derivations));
+    if jobs == 0 || unknown as f64 > MAX_UNKNOWN_GRAPH_SHARE * jobs as f64 {
         return None;
     }
     if (advised.max_jobs, advised.cores) == (current.max_jobs, current.cores) {
@@ -264,6 +276,23 @@ mod tests {
             builders: Vec::new(),
             with_builders: None,
         }
+    }
+
+    #[test]
+    fn no_advice_when_the_graph_is_not_known() {
+        // Another machine's sessions without their .drv files: simulated without
+        // dependencies, which favours more jobs.
+        let mut r = report(
+            setting(1, 0, 100_000, false),
+            setting(4, 1, 40_000, false),
+            18,
+            2,
+        );
+        assert!(tune_advice(&r).is_some());
+        for w in &mut r.workloads {
+            w.unknown_graph = 3;
+        }
+        assert!(tune_advice(&r).is_none());
     }
 
     #[test]

@@ -43,9 +43,28 @@ pub(super) fn tune(
         )));
     };
     let positive = |v: Option<i64>| v.filter(|v| *v > 0);
+    let cores = positive(newest.host_cores).map(|c| c.min(i64::from(u32::MAX)) as u32);
+    let memory_bytes = positive(newest.host_memory_bytes).map(|m| m as u64);
+    // Never this machine's cores or memory in its place: said, and asked for.
+    let missing: Vec<&str> = [
+        (cores.is_none() && req.host_cores.is_none(), "--host-cores"),
+        (
+            memory_bytes.is_none() && req.memory_bytes.is_none(),
+            "--memory",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(missing, flag)| missing.then_some(flag))
+    .collect();
+    if !missing.is_empty() {
+        return Err(Error::Usage(format!(
+            "--machine {machine}: its last session did not record its cores or memory; give {}",
+            missing.join(" and ")
+        )));
+    }
     let host = FleetHost {
-        cores: positive(newest.host_cores).map(|c| c.min(i64::from(u32::MAX)) as u32),
-        memory_bytes: positive(newest.host_memory_bytes).map(|m| m as u64),
+        cores,
+        memory_bytes,
         settings: NixSettings {
             max_jobs: newest.max_jobs,
             cores: newest.cores,
