@@ -28,7 +28,7 @@ pub const MIN_MEASURED: usize = 5;
 /// When more than this share of the predicted build time rests on estimates, the
 /// recommendation is the estimates' more than the measurements'.
 pub const MAX_ESTIMATED_SHARE: f64 = 0.5;
-/// At most this share of the derivations may have an unknown graph (no .drv here).
+/// At most this share of a fleet machine's derivations may have an unknown graph.
 const MAX_UNKNOWN_GRAPH_SHARE: f64 = 0.1;
 
 /// A piece of advice: a setting, what is in effect, what would be better, and why; the
@@ -113,14 +113,15 @@ pub fn tune_advice(r: &TuneReport) -> Option<Advice> {
     if measured < MIN_MEASURED || c.estimated_share > MAX_ESTIMATED_SHARE {
         return None;
     }
-    // Derivations whose .drv neither the store nor a snapshot has (another machine's,
-    // unless synced with --with-why) were simulated without dependencies: a graph that
-    // is not the real one favours more jobs.
+    // Another machine's derivations whose .drv neither this store nor a snapshot has
+    // (unless it synced with --with-why) were simulated without dependencies: a graph
+    // that is not the real one favours more jobs. (This machine's own sessions keep
+    // their snapshots.)
     let (unknown, jobs) = r
         .workloads
         .iter()
         .fold((0, 0), |(u, n), w| (u + w.unknown_graph, n + w.derivations));
-    if jobs == 0 || unknown as f64 > MAX_UNKNOWN_GRAPH_SHARE * jobs as f64 {
+    if r.machine.is_some() && unknown as f64 > MAX_UNKNOWN_GRAPH_SHARE * jobs as f64 {
         return None;
     }
     if (advised.max_jobs, advised.cores) == (current.max_jobs, current.cores) {
@@ -279,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn no_advice_when_the_graph_is_not_known() {
+    fn no_advice_for_a_fleet_machine_whose_graph_is_not_known() {
         // Another machine's sessions without their .drv files: simulated without
         // dependencies, which favours more jobs.
         let mut r = report(
@@ -288,10 +289,11 @@ mod tests {
             18,
             2,
         );
-        assert!(tune_advice(&r).is_some());
         for w in &mut r.workloads {
             w.unknown_graph = 3;
         }
+        assert!(tune_advice(&r).is_some(), "this machine's: as simulated");
+        r.machine = Some("ci-runner".into());
         assert!(tune_advice(&r).is_none());
     }
 
