@@ -82,7 +82,7 @@ impl Ledger {
         let mut out = Vec::new();
         for name in names {
             out.extend(self.measurements(
-                "name = ?3 ORDER BY first_seen_ms DESC",
+                "name = ?3",
                 params![BUILT, per_name as i64, name, scope.machine()],
             )?);
         }
@@ -100,27 +100,26 @@ impl Ledger {
     ) -> Result<Vec<Measurement>> {
         // A range on the name index: from "<prefix>-" up to "<prefix>." ('.' follows '-').
         self.measurements(
-            "name >= ?3 || '-' AND name < ?3 || '.' ORDER BY first_seen_ms DESC",
+            "name >= ?3 || '-' AND name < ?3 || '.'",
             params![BUILT, limit as i64, prefix, scope.machine()],
         )
     }
 
-    /// Measured builds of the derivations `which` selects (a condition on `derivations`
-    /// with `?3` its value, then `ORDER BY`; `?2` the limit), of the scope in `?4`. Only
-    /// derivations with a measured build of the scope count towards the limit: another
-    /// machine's newer derivations of a name must not crowd this one's out.
+    /// Measured builds of the newest `?2` derivations `which` selects (a condition on
+    /// `derivations`, with `?3` its value), of the scope in `?4`. Only derivations with a
+    /// measured build of the scope count towards the limit: another machine's newer
+    /// derivations of a name must not crowd this one's out.
     fn measurements(&self, which: &str, args: impl rusqlite::Params) -> Result<Vec<Measurement>> {
         let measured = format!(
             "EXISTS (SELECT 1 FROM builds b WHERE b.drv_path = derivations.drv_path
                      AND b.status = ?1 AND b.duration_ms IS NOT NULL AND {LOCAL} AND {})",
             Scope::filter(4)
         );
-        let (condition, order) = which.split_once(" ORDER BY ").unwrap_or((which, "rowid"));
         let sql = format!(
             "SELECT d.name, b.duration_ms, b.cpu_user_ms + b.cpu_system_ms, b.peak_rss_bytes,
                     s.cores, s.host_cores, c.cpu_window_ms, c.others_cpu_ms
              FROM (SELECT drv_path, name FROM derivations
-                   WHERE {condition} AND {measured} ORDER BY {order} LIMIT ?2) d
+                   WHERE {which} AND {measured} ORDER BY first_seen_ms DESC LIMIT ?2) d
              JOIN builds b USING (drv_path)
              LEFT JOIN sessions s ON s.id = b.session_id
              LEFT JOIN build_contention c ON c.build_id = b.id
